@@ -1,0 +1,39 @@
+# The two quick-start commands: `make demo` and `make test`. Each sets up its own
+# virtual environment (idempotently: it is rebuilt only when the build inputs change)
+# and then runs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard hami/_core/*.pyx hami/_core/*.pxd)
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test lint unit bench setup clean
+
+setup: $(STAMP)
+
+$(STAMP): $(BUILD_INPUTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hami demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check hami tests benches
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+test: lint unit
+
+bench: $(STAMP)
+	mkdir -p bench-results
+	$(BIN)/python -m pytest benches --benchmark-only --benchmark-json=bench-results/bench.json -q
+
+clean:
+	rm -rf $(VENV) build hami/_core/*.so hami/_core/*.c
