@@ -57,6 +57,13 @@ class MigProfile:
     encoders: int = 0
     jpegs: int = 0
     ofas: int = 0
+    # Per-field exceptions to `provenance` (e.g. {"profile_id": INFERRED} when NVML's id for this
+    # profile was never seen in public output). Read it through `provenance_of`.
+    field_provenance: dict[str, Provenance] = field(default_factory=dict, compare=False, hash=False)
+
+    def provenance_of(self, field_name: str) -> Provenance:
+        """Where the value of `field_name` comes from (the profile's default unless overridden)."""
+        return self.field_provenance.get(field_name, self.provenance)
 
     @property
     def attributes(self) -> tuple[str, ...]:

@@ -1,0 +1,509 @@
+# The engine's kernels over typed memoryviews: the same loops, integer arithmetic and
+# tie-breaks as hami/_core/reference.py (read that first: it is the spec). Python objects
+# appear only at the entry points; the per-node planning runs without the GIL.
+
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+import numpy as np
+
+from hami._core import state as _S
+from hami._core.results import RESOLVABLE as _RESOLVABLE
+
+cdef enum:
+    DEAD = 0
+    CORE = 1
+    MIG = 2
+    F_UNHEALTHY = 1
+    F_CORDONED = 2
+    MAX_NODE_GPUS = 64
+    FRAGMENTATION_AWARE = 0
+    FIRST_FIT = 3
+    BEST_FIT = 4
+
+cdef enum:
+    R_NO_GPUS = 1 << 0
+    R_UNHEALTHY = 1 << 1
+    R_CORDONED = 1 << 2
+    R_MODE_MISMATCH = 1 << 3
+    R_TYPE_MISMATCH = 1 << 4
+    R_UUID_MISMATCH = 1 << 5
+    R_SLOTS_EXHAUSTED = 1 << 6
+    R_INSUFFICIENT_MEMORY = 1 << 7
+    R_INSUFFICIENT_CORES = 1 << 8
+    R_EXCLUSIVE_CONFLICT = 1 << 9
+    R_MEMORY_EXCEEDS_GPU = 1 << 10
+    R_MIG_PROFILE_TOO_SMALL = 1 << 11
+    R_MIG_NO_PLACEMENT = 1 << 12
+    R_TOO_FEW_GPUS = 1 << 13
+    R_NODE_TOO_SMALL = 1 << 14
+
+cdef int64_t WEIGHT_SCALE = _S.WEIGHT_SCALE
+cdef uint32_t RESOLVABLE_BITS = <uint32_t>int(_RESOLVABLE)
+
+assert _S.MAX_NODE_GPUS == MAX_NODE_GPUS
+assert _S.POLICY_IDS["fragmentation-aware"] == FRAGMENTATION_AWARE
+assert _S.POLICY_IDS["first-fit"] == FIRST_FIT and _S.POLICY_IDS["best-fit"] == BEST_FIT
+
+
+cdef struct Req:
+    int n_ctr
+    int n_models
+    const int32_t* ctr_count
+    const int32_t* ctr_mem
+    const int32_t* ctr_pct
+    const int32_t* ctr_cores
+    const int8_t* ctr_cls
+    const uint8_t* type_ok
+    const uint8_t* row_ok
+    bint allow_mig
+    bint allow_core
+    bint gpu_binpack
+    bint node_binpack
+
+
+cdef struct Plan:
+    bint ok
+    uint32_t reasons
+    int64_t cost
+    int64_t pack
+
+
+cdef struct Key:
+    int64_t cost
+    int64_t reuse
+    int64_t order
+    int64_t row
+    int64_t rank
+
+
+cdef inline bint key_less(Key* a, Key* b) noexcept nogil:
+    if a.cost != b.cost:
+        return a.cost < b.cost
+    if a.reuse != b.reuse:
+        return a.reuse < b.reuse
+    if a.order != b.order:
+        return a.order < b.order
+    if a.row != b.row:
+        return a.row < b.row
+    return a.rank < b.rank
+
+
+cdef class Kernels:
+    """Typed views over the engine's arrays; rebuilt by the engine when arrays move."""
+
+    cdef object _keep
+    cdef int policy
+    cdef int32_t[::1] g_node
+    cdef uint8_t[::1] g_kind
+    cdef uint8_t[::1] g_flags
+    cdef int16_t[::1] g_type
+    cdef int16_t[::1] g_model
+    cdef int32_t[::1] g_inuse
+    cdef int32_t[::1] g_idle
+    cdef uint16_t[::1] g_split
+    cdef uint16_t[::1] g_slots
+    cdef int32_t[::1] g_mem
+    cdef int32_t[::1] g_used_mem
+    cdef uint16_t[::1] g_cores
+    cdef uint16_t[::1] g_used_cores
+    cdef int32_t[::1] n_first
+    cdef int32_t[::1] n_count
+    cdef int32_t[::1] n_profiles
+    cdef int32_t[::1] compute_slices
+    cdef uint32_t[:, ::1] slot_mask
+    cdef int16_t[:, ::1] slot_rank
+    cdef int32_t[:, ::1] add
+    cdef int32_t[:, ::1] remove
+    cdef uint32_t[:, ::1] cand
+    cdef int8_t[:, ::1] cnt
+    cdef uint32_t[::1] slotset
+    cdef uint32_t[::1] occupied
+    cdef int8_t[::1] used_compute
+    cdef int64_t[:, ::1] wg
+    cdef int64_t[:, ::1] bcost
+    cdef int8_t[:, ::1] bslot
+
+    def __init__(self, st, tb, dyn, int policy):
+        self._keep = (st, tb, dyn)
+        self.policy = policy
+        self.g_node = st.g_node
+        self.g_kind = st.g_kind
+        self.g_flags = st.g_flags
+        self.g_type = st.g_type
+        self.g_model = st.g_model
+        self.g_inuse = st.g_inuse
+        self.g_idle = st.g_idle
+        self.g_split = st.g_split
+        self.g_slots = st.g_slots
+        self.g_mem = st.g_mem
+        self.g_used_mem = st.g_used_mem
+        self.g_cores = st.g_cores
+        self.g_used_cores = st.g_used_cores
+        self.n_first = st.n_first
+        self.n_count = st.n_count
+        self.n_profiles = tb.n_profiles
+        self.compute_slices = tb.compute_slices
+        self.slot_mask = tb.slot_mask
+        self.slot_rank = tb.slot_rank
+        self.add = tb.add
+        self.remove = tb.remove
+        self.cand = tb.cand
+        self.cnt = tb.cnt
+        self.slotset = tb.slotset
+        self.occupied = tb.occupied
+        self.used_compute = tb.used_compute
+        self.wg = dyn.wg
+        self.bcost = dyn.bcost
+        self.bslot = dyn.bslot
+
+    # -- per-GPU helpers ---------------------------------------------------------------
+    cdef inline uint32_t eligible(self, Req* rq, int r) noexcept nogil:
+        cdef int kind = self.g_kind[r]
+        if self.g_flags[r] & F_UNHEALTHY:
+            return R_UNHEALTHY
+        if self.g_flags[r] & F_CORDONED:
+            return R_CORDONED
+        if not rq.type_ok[self.g_type[r]]:
+            return R_TYPE_MISMATCH
+        if rq.row_ok != NULL and not rq.row_ok[r]:
+            return R_UUID_MISMATCH
+        if (kind == MIG and not rq.allow_mig) or (kind == CORE and not rq.allow_core):
+            return R_MODE_MISMATCH
+        return 0
+
+    cdef inline int64_t mig_order(self, Req* rq, int m, int layout) noexcept nogil:
+        if self.policy == FIRST_FIT:
+            return 0
+        cdef int64_t used = <int64_t>self.used_compute[layout] * 1000 // self.compute_slices[m]
+        return -used if rq.gpu_binpack else used
+
+    cdef inline int64_t core_order(self, Req* rq, int r, int64_t slots, int64_t used_mem,
+                                   int64_t used_cores) noexcept nogil:
+        if self.policy == FIRST_FIT:
+            return 0
+        cdef int64_t split = self.g_split[r]
+        cdef int64_t mem = self.g_mem[r]
+        cdef int64_t cores = self.g_cores[r]
+        cdef int64_t score = slots * 1000 // (split if split > 1 else 1) + used_mem * 1000 // (mem if mem > 1 else 1)
+        score += used_cores * 1000 // (cores if cores > 1 else 1)
+        return -score if rq.gpu_binpack else score
+
+    cdef inline int64_t slot_cost(self, int m, int layout, int k) noexcept nogil:
+        cdef int after = self.add[layout, k]
+        cdef int64_t loss = 0
+        cdef int p
+        if self.policy == FRAGMENTATION_AWARE:
+            for p in range(self.n_profiles[m]):
+                loss += self.wg[m, p] * (<int64_t>self.cnt[layout, p] - <int64_t>self.cnt[after, p])
+            return loss
+        if self.policy == BEST_FIT:
+            return <int64_t>self.compute_slices[m] - <int64_t>self.used_compute[after]
+        return 0
+
+    cdef inline int64_t usage_pm(self, int r, int inuse, int64_t used_mem) noexcept nogil:
+        cdef int64_t mem
+        if self.g_kind[r] == MIG:
+            return <int64_t>self.used_compute[inuse] * 1000 // self.compute_slices[self.g_model[r]]
+        mem = self.g_mem[r]
+        return used_mem * 1000 // (mem if mem > 1 else 1)
+
+    cdef inline void take(self, int m, int* inuse, int* idle, int k) noexcept nogil:
+        cdef uint32_t mask = self.slot_mask[m, k]
+        cdef uint32_t present = self.slotset[idle[0]]
+        cdef int j = 0
+        inuse[0] = self.add[inuse[0], k]
+        while present:
+            if present & 1 and self.slot_mask[m, j] & mask:
+                idle[0] = self.remove[idle[0], j]
+            present >>= 1
+            j += 1
+
+    # -- planning ----------------------------------------------------------------------
+    cdef Plan plan_node(self, Req* rq, int node, bint use_idle, int32_t* picks, int* n_picks,
+                        int max_picks) noexcept nogil:
+        cdef Plan out
+        cdef int first = self.n_first[node]
+        cdef int count = self.n_count[node]
+        cdef int inuse[MAX_NODE_GPUS]
+        cdef int idle[MAX_NODE_GPUS]
+        cdef int saved_inuse[MAX_NODE_GPUS]
+        cdef int saved_idle[MAX_NODE_GPUS]
+        cdef int64_t slots[MAX_NODE_GPUS]
+        cdef int64_t umem[MAX_NODE_GPUS]
+        cdef int64_t ucores[MAX_NODE_GPUS]
+        cdef uint32_t elig[MAX_NODE_GPUS]
+        cdef int i, r, m, c, k, ci, n, step, layout, live = 0, best_i, best_k, mark
+        cdef uint32_t cm, bits
+        cdef int64_t cost_before, order, pack
+        cdef bint placed, found
+        cdef Key key, best
+        out.ok = False
+        out.reasons = 0
+        out.cost = 0
+        out.pack = 0
+        for i in range(count):
+            r = first + i
+            inuse[i] = self.g_inuse[r]
+            idle[i] = self.g_idle[r]
+            slots[i] = self.g_slots[r]
+            umem[i] = self.g_used_mem[r]
+            ucores[i] = self.g_used_cores[r]
+            if self.g_kind[r] != DEAD:
+                live += 1
+                elig[i] = self.eligible(rq, r)
+                out.reasons |= elig[i]
+            else:
+                elig[i] = R_NO_GPUS
+        if live == 0:
+            out.reasons = R_NO_GPUS
+            return out
+        for ci in range(rq.n_ctr):
+            n = rq.ctr_count[ci]
+            placed = False
+            if rq.allow_mig:
+                for i in range(count):
+                    saved_inuse[i] = inuse[i]
+                    saved_idle[i] = idle[i]
+                mark = n_picks[0] if n_picks != NULL else 0
+                cost_before = out.cost
+                placed = True
+                for step in range(n):
+                    found = False
+                    best_i = -1
+                    best_k = -1
+                    for i in range(count):
+                        r = first + i
+                        if self.g_kind[r] != MIG or elig[i]:
+                            continue
+                        m = self.g_model[r]
+                        c = rq.ctr_cls[ci * rq.n_models + m]
+                        if c >= self.n_profiles[m]:
+                            out.reasons |= R_MIG_PROFILE_TOO_SMALL
+                            continue
+                        layout = inuse[i]
+                        cm = self.cand[layout, c]
+                        if cm == 0:
+                            out.reasons |= R_MIG_NO_PLACEMENT
+                            continue
+                        order = self.mig_order(rq, m, layout)
+                        if use_idle:
+                            bits = cm
+                            k = 0
+                            while bits:
+                                if bits & 1:
+                                    key.cost = self.slot_cost(m, layout, k)
+                                    if (self.slotset[idle[i]] >> k) & 1:
+                                        key.reuse = 0
+                                    elif self.occupied[idle[i]] & self.slot_mask[m, k]:
+                                        key.reuse = 2
+                                    else:
+                                        key.reuse = 1
+                                    key.order = order
+                                    key.row = i
+                                    key.rank = self.slot_rank[m, k]
+                                    if not found or key_less(&key, &best):
+                                        best = key
+                                        best_i = i
+                                        best_k = k
+                                        found = True
+                                bits >>= 1
+                                k += 1
+                        else:
+                            key.cost = self.bcost[layout, c]
+                            key.reuse = 0
+                            key.order = order
+                            key.row = i
+                            key.rank = 0
+                            if not found or key_less(&key, &best):
+                                best = key
+                                best_i = i
+                                best_k = self.bslot[layout, c]
+                                found = True
+                    if not found:
+                        placed = False
+                        break
+                    m = self.g_model[first + best_i]
+                    self.take(m, &inuse[best_i], &idle[best_i], best_k)
+                    out.cost += best.cost
+                    if n_picks != NULL and n_picks[0] < max_picks:
+                        picks[n_picks[0] * 5 + 0] = ci
+                        picks[n_picks[0] * 5 + 1] = first + best_i
+                        picks[n_picks[0] * 5 + 2] = best_k
+                        picks[n_picks[0] * 5 + 3] = 0
+                        picks[n_picks[0] * 5 + 4] = 0
+                        n_picks[0] += 1
+                if not placed:
+                    for i in range(count):
+                        inuse[i] = saved_inuse[i]
+                        idle[i] = saved_idle[i]
+                    out.cost = cost_before
+                    if n_picks != NULL:
+                        n_picks[0] = mark
+            if not placed and rq.allow_core:
+                placed = self.place_core(rq, ci, n, first, count, elig, slots, umem, ucores,
+                                         &out.reasons, picks, n_picks, max_picks)
+            if not placed:
+                out.cost = 0
+                return out
+        pack = 0
+        for i in range(count):
+            if self.g_kind[first + i] != DEAD:
+                pack += self.usage_pm(first + i, inuse[i], umem[i])
+        out.ok = True
+        out.reasons = 0
+        out.pack = pack // live
+        return out
+
+    cdef bint place_core(self, Req* rq, int ci, int n, int first, int count, uint32_t* elig,
+                         int64_t* slots, int64_t* umem, int64_t* ucores, uint32_t* reasons,
+                         int32_t* picks, int* n_picks, int max_picks) noexcept nogil:
+        cdef int fit_i[MAX_NODE_GPUS]
+        cdef int64_t fit_order[MAX_NODE_GPUS]
+        cdef int64_t fit_mem[MAX_NODE_GPUS]
+        cdef int64_t fit_cores[MAX_NODE_GPUS]
+        cdef bint used[MAX_NODE_GPUS]
+        cdef int n_fit = 0, usable = 0, considered = 0, i, r, j, pick, taken
+        cdef int64_t total_mem, memreq, creq, total_cores
+        cdef uint32_t why = 0
+        for i in range(count):
+            r = first + i
+            if self.g_kind[r] != CORE or elig[i]:
+                continue
+            total_mem = self.g_mem[r]
+            if rq.ctr_mem[ci] > 0:
+                memreq = rq.ctr_mem[ci]
+            else:
+                memreq = total_mem * rq.ctr_pct[ci] // 100
+            creq = rq.ctr_cores[ci]
+            total_cores = self.g_cores[r]
+            considered += 1
+            if memreq > total_mem:
+                why |= R_MEMORY_EXCEEDS_GPU
+                continue
+            usable += 1
+            if slots[i] >= self.g_split[r]:
+                why |= R_SLOTS_EXHAUSTED
+            elif total_cores - ucores[i] < creq:
+                why |= R_INSUFFICIENT_CORES
+            elif (creq >= 100 and slots[i] > 0) or (total_cores and ucores[i] >= total_cores):
+                why |= R_EXCLUSIVE_CONFLICT
+            elif total_mem - umem[i] < memreq:
+                why |= R_INSUFFICIENT_MEMORY
+            else:
+                fit_i[n_fit] = i
+                fit_order[n_fit] = self.core_order(rq, r, slots[i], umem[i], ucores[i])
+                fit_mem[n_fit] = memreq
+                fit_cores[n_fit] = creq
+                used[n_fit] = False
+                n_fit += 1
+        if considered == 0:
+            reasons[0] |= why
+            return False
+        if usable < n:
+            reasons[0] |= why | R_NODE_TOO_SMALL
+            return False
+        if n_fit < n:
+            reasons[0] |= why | R_TOO_FEW_GPUS
+            return False
+        for taken in range(n):
+            pick = -1
+            for j in range(n_fit):
+                if used[j]:
+                    continue
+                if pick < 0 or fit_order[j] < fit_order[pick] or (
+                        fit_order[j] == fit_order[pick] and fit_i[j] < fit_i[pick]):
+                    pick = j
+            used[pick] = True
+            i = fit_i[pick]
+            slots[i] += 1
+            umem[i] += fit_mem[pick]
+            ucores[i] += fit_cores[pick]
+            if n_picks != NULL and n_picks[0] < max_picks:
+                picks[n_picks[0] * 5 + 0] = ci
+                picks[n_picks[0] * 5 + 1] = first + i
+                picks[n_picks[0] * 5 + 2] = -1
+                picks[n_picks[0] * 5 + 3] = <int32_t>fit_mem[pick]
+                picks[n_picks[0] * 5 + 4] = <int32_t>fit_cores[pick]
+                n_picks[0] += 1
+        return True
+
+    cdef inline int64_t score(self, Req* rq, int64_t cost, int64_t pack) noexcept nogil:
+        cdef int64_t s, c
+        if self.policy == FIRST_FIT:
+            return 100
+        s = pack if rq.node_binpack else 1000 - pack
+        if self.policy == FRAGMENTATION_AWARE:
+            c = cost * 1000 // (WEIGHT_SCALE * 8)
+            s = (s + 1000 - (c if c < 1000 else 1000)) // 2
+        elif self.policy == BEST_FIT:
+            c = cost * 1000 // 8
+            s = (s + 1000 - (c if c < 1000 else 1000)) // 2
+        return s // 10
+
+    # -- entry points ------------------------------------------------------------------
+    cdef void fill_req(self, Req* req, rq, int32_t[::1] count, int32_t[::1] mem, int32_t[::1] pct,
+                       int32_t[::1] cores, int8_t[:, ::1] cls, uint8_t[::1] type_ok,
+                       uint8_t[::1] row_ok):
+        req.n_ctr = rq.n_ctr
+        req.n_models = cls.shape[1]
+        req.ctr_count = &count[0] if count.shape[0] else NULL
+        req.ctr_mem = &mem[0] if mem.shape[0] else NULL
+        req.ctr_pct = &pct[0] if pct.shape[0] else NULL
+        req.ctr_cores = &cores[0] if cores.shape[0] else NULL
+        req.ctr_cls = &cls[0, 0] if cls.shape[0] else NULL
+        req.type_ok = &type_ok[0]
+        req.row_ok = &row_ok[0] if row_ok.shape[0] else NULL
+        req.allow_mig = rq.allow_mig
+        req.allow_core = rq.allow_core
+        req.gpu_binpack = rq.gpu_binpack
+        req.node_binpack = rq.node_binpack
+
+    def fit_score(self, rq, int32_t[::1] nodes, uint8_t[::1] out_code, uint32_t[::1] out_reason,
+                  int32_t[::1] out_score):
+        """Per node: code 0 fits, 1 unschedulable, 2 unresolvable, reason bits, score 0..100."""
+        cdef Req req
+        cdef int32_t[::1] count = rq.ctr_count
+        cdef int32_t[::1] mem = rq.ctr_mem
+        cdef int32_t[::1] pct = rq.ctr_pct
+        cdef int32_t[::1] cores = rq.ctr_cores
+        cdef int8_t[:, ::1] cls = rq.ctr_cls
+        cdef uint8_t[::1] type_ok = rq.type_ok
+        cdef uint8_t[::1] row_ok = rq.row_ok
+        cdef Py_ssize_t j
+        cdef Plan p
+        self.fill_req(&req, rq, count, mem, pct, cores, cls, type_ok, row_ok)
+        with nogil:
+            for j in range(nodes.shape[0]):
+                p = self.plan_node(&req, nodes[j], False, NULL, NULL, 0)
+                if not p.ok:
+                    out_code[j] = 1 if p.reasons & RESOLVABLE_BITS else 2
+                    out_reason[j] = p.reasons
+                    out_score[j] = 0
+                else:
+                    out_code[j] = 0
+                    out_reason[j] = 0
+                    out_score[j] = <int32_t>self.score(&req, p.cost, p.pack)
+
+    def plan(self, rq, int node, bint use_idle, list picks):
+        """Plan the whole request on one node; see reference.Kernels.plan."""
+        cdef Req req
+        cdef int32_t[::1] count = rq.ctr_count
+        cdef int32_t[::1] mem = rq.ctr_mem
+        cdef int32_t[::1] pct = rq.ctr_pct
+        cdef int32_t[::1] cores = rq.ctr_cores
+        cdef int8_t[:, ::1] cls = rq.ctr_cls
+        cdef uint8_t[::1] type_ok = rq.type_ok
+        cdef uint8_t[::1] row_ok = rq.row_ok
+        cdef int total = 0, n_picks = 0, i
+        cdef Plan p
+        self.fill_req(&req, rq, count, mem, pct, cores, cls, type_ok, row_ok)
+        for i in range(count.shape[0]):
+            total += count[i]
+        cdef int32_t[::1] buf = np.zeros(max(total, 1) * 5, np.int32)
+        if picks is None:
+            p = self.plan_node(&req, node, use_idle, NULL, NULL, 0)
+        else:
+            p = self.plan_node(&req, node, use_idle, &buf[0], &n_picks, total)
+            for i in range(n_picks):
+                picks.append((buf[i * 5], buf[i * 5 + 1], buf[i * 5 + 2], buf[i * 5 + 3], buf[i * 5 + 4]))
+        return bool(p.ok), int(p.reasons), int(p.cost), int(p.pack)

@@ -1,0 +1,668 @@
+"""The placement engine's API (ARCHITECTURE §4): state bookkeeping around the kernels.
+
+``Engine`` owns the arrays (``state.State``), the policy's tables (``tables.PolicyTables``)
+and the maps from names to row ids; the kernels (``_kernels`` compiled, or ``reference``)
+only read them. Mutations take one lock; read-only calls do not.
+
+Reservations are remembered per pod as the exact picks applied, so ``release`` restores
+the exact prior state of the in-use layouts and shares; a released MIG instance becomes
+idle (it still exists on the node until the agent destroys it, and the next
+``set_realised`` corrects any drift).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hami._core import state as S
+from hami._core.results import (
+    RESOLVABLE,
+    Code,
+    Conflict,
+    CorePick,
+    Decision,
+    Features,
+    FitResult,
+    GpuMode,
+    GpuSpec,
+    MigPick,
+    Pick,
+    RealisedInstance,
+    Rejection,
+    describe,
+)
+from hami._core.tables import MAX_PROFILES, PolicyTables
+from hami.api.requests import GpuPolicy, Mode, NodePolicy, Request
+from hami.devices import naming
+from hami.devices.config import NvidiaConfig
+
+log = logging.getLogger(__name__)
+
+EMPTY_NODE = 0  # node id 0 has no GPUs: unknown names map to it
+
+
+@dataclass
+class _Held:
+    """A pod's reservation: the picks as applied."""
+
+    node: str
+    decision: Decision
+    picks: list[tuple[int, int, int, int, int]]  # (container, row, slot, mem, cores)
+
+
+class Engine:
+    """Cluster state + placement decisions for one policy.
+
+    ``kernels`` is the module providing ``Kernels`` (``hami._core._kernels`` or
+    ``hami._core.reference``); ``hami._core.Engine`` picks it for you.
+    """
+
+    def __init__(
+        self,
+        config: NvidiaConfig | None = None,
+        policy: str = "fragmentation-aware",
+        features: Features | None = None,
+        *,
+        kernels=None,
+    ) -> None:
+        if kernels is None:
+            from hami._core import reference as kernels
+        self.config = config
+        self.policy_name = policy
+        self.features = features or Features()
+        if self.features.default_node_policy not in ("binpack", "spread"):
+            raise ValueError("default_node_policy must be binpack or spread")
+        if self.features.default_gpu_policy not in ("binpack", "spread"):
+            raise ValueError("default_gpu_policy must be binpack or spread")
+        self.tables = PolicyTables(config, policy)
+        self.policy = S.POLICY_IDS[policy]
+        self.state = S.State()
+        self.dyn = S.Dynamic(self.tables)
+        self._kernel_module = kernels
+        self._kernels = None
+        self._lock = threading.RLock()
+        self._node_ids: dict[str, int] = {}
+        self._node_names: list[str] = [""]
+        self.state.nodes = 1  # EMPTY_NODE
+        self._rows: dict[str, int] = {}  # gpu uuid -> row
+        self._row_spec: list[GpuSpec | None] = []
+        self._types: list[str] = []
+        self._type_ids: dict[str, int] = {}
+        self._held: dict[str, _Held] = {}
+        self._owner: dict[tuple[int, int], str] = {}  # (row, slot) -> pod uid
+        self._pinned: dict[int, dict[int, RealisedInstance]] = {}  # busy, not ours
+        self._idle: dict[int, dict[int, RealisedInstance]] = {}  # idle realised instances
+        self._hist = np.zeros((0, MAX_PROFILES), np.float64)
+        self._since_refresh = 0
+
+    # -- kernels -----------------------------------------------------------------------
+    @property
+    def kernels(self):
+        if self._kernels is None:
+            self._kernels = self._kernel_module.Kernels(self.state, self.tables, self.dyn, self.policy)
+        return self._kernels
+
+    @property
+    def implementation(self) -> str:
+        return self._kernel_module.__name__.rsplit(".", 1)[-1]
+
+    # -- nodes and GPUs ----------------------------------------------------------------
+    def node_ids(self, names: Iterable[str]) -> np.ndarray:
+        """Row ids for node names (unknown names map to a node without GPUs)."""
+        get = self._node_ids.get
+        return np.fromiter((get(n, EMPTY_NODE) for n in names), np.int32)
+
+    def node_name(self, node_id: int) -> str:
+        return self._node_names[node_id]
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n for n in self._node_names[1:] if n in self._node_ids]
+
+    def _type_id(self, gpu_type: str) -> int:
+        tid = self._type_ids.get(gpu_type)
+        if tid is None:
+            tid = self._type_ids[gpu_type] = len(self._types)
+            self._types.append(gpu_type)
+        return tid
+
+    def upsert_node(self, name: str, gpus: Sequence[GpuSpec]) -> None:
+        """Register or update a node's GPUs; usage of GPUs that stay (same uuid and kind) is kept."""
+        if len(gpus) > S.MAX_NODE_GPUS:
+            raise ValueError(f"node {name}: {len(gpus)} GPUs; at most {S.MAX_NODE_GPUS} are supported a node")
+        resolved = [self._resolve_gpu(name, g) for g in gpus]
+        with self._lock:
+            for g in gpus:
+                row = self._rows.get(g.uuid)
+                if row is not None and self._node_names[int(self.state.g_node[row])] != name:
+                    other = self._node_names[int(self.state.g_node[row])]
+                    raise ValueError(f"GPU {g.uuid} of node {name} is already registered by node {other}")
+            st = self.state
+            node = self._node_ids.get(name)
+            if node is None:
+                if st.grow_nodes(1):
+                    self._kernels = None
+                node = st.nodes
+                st.nodes += 1
+                self._node_ids[name] = node
+                self._node_names.append(name)
+            old_first, old_count = int(st.n_first[node]), int(st.n_count[node])
+            old_rows = {self._row_spec[r].uuid: r for r in range(old_first, old_first + old_count)
+                        if self._row_spec[r] is not None}
+            same_shape = old_count == len(gpus) and all(
+                old_rows.get(g.uuid) == old_first + i and self._same_kind(old_first + i, m)
+                for i, (g, m) in enumerate(zip(gpus, resolved, strict=True))
+            )
+            if same_shape:
+                for i, (g, m) in enumerate(zip(gpus, resolved, strict=True)):
+                    self._write_gpu(old_first + i, node, g, m, keep_usage=True)
+                return
+            if st.grow_rows(len(gpus)):
+                self._kernels = None
+            first = st.rows
+            st.rows += len(gpus)
+            self._row_spec.extend([None] * len(gpus))
+            for i, (g, m) in enumerate(zip(gpus, resolved, strict=True)):
+                row = first + i
+                prev = old_rows.pop(g.uuid, None)
+                self._write_gpu(row, node, g, m, keep_usage=False)
+                if prev is not None and self._same_kind(prev, m):
+                    self._move_row(prev, row)
+            for prev in old_rows.values():
+                self._retire_row(prev)
+            for r in range(old_first, old_first + old_count):
+                st.g_kind[r] = S.DEAD
+            st.n_first[node], st.n_count[node] = first, len(gpus)
+
+    def _resolve_gpu(self, node: str, g: GpuSpec) -> int:
+        """The MIG table model id for a MIG GPU, -1 for hami-core (validates the spec)."""
+        if g.mode == GpuMode.MIG:
+            model = naming.find_model(g.type)
+            if not model.mig_capable:
+                raise ValueError(
+                    f"node {node}: GPU {g.uuid} ({g.type}) cannot run MIG; "
+                    "set the node's operatingmode to hami-core"
+                )
+            with self._lock:
+                m = self.tables.add_model(model)
+                if m >= len(self._hist):
+                    self._grow_models()
+            return m
+        if g.memory_mib <= 0:
+            raise ValueError(f"node {node}: GPU {g.uuid} ({g.type}) reports no memory (devmem)")
+        return -1
+
+    def _grow_models(self) -> None:
+        n = len(self.tables.models)
+        hist = np.zeros((n, MAX_PROFILES), np.float64)
+        hist[: len(self._hist)] = self._hist
+        self._hist = hist
+        self.dyn = S.Dynamic(self.tables)
+        self._kernels = None
+        self._refresh()
+
+    def _same_kind(self, row: int, model: int) -> bool:
+        st = self.state
+        kind = S.MIG if model >= 0 else S.CORE
+        return int(st.g_kind[row]) == kind and int(st.g_model[row]) == model
+
+    def _write_gpu(self, row: int, node: int, g: GpuSpec, model: int, keep_usage: bool) -> None:
+        st = self.state
+        st.g_node[row] = node
+        st.g_kind[row] = S.MIG if model >= 0 else S.CORE
+        st.g_flags[row] = (st.g_flags[row] & S.CORDONED) | (0 if g.healthy else S.UNHEALTHY)
+        st.g_type[row] = self._type_id(g.type)
+        st.g_model[row] = model
+        st.g_split[row] = max(g.split_count, 0)
+        st.g_mem[row] = g.memory_mib
+        st.g_cores[row] = g.cores
+        if not keep_usage:
+            st.g_flags[row] = 0 if g.healthy else S.UNHEALTHY
+            empty = int(self.tables.offset[model]) if model >= 0 else 0
+            st.g_inuse[row] = st.g_idle[row] = empty
+            st.g_slots[row] = st.g_used_mem[row] = st.g_used_cores[row] = 0
+        self._rows[g.uuid] = row
+        self._row_spec[row] = g
+
+    def _move_row(self, old: int, new: int) -> None:
+        st = self.state
+        for name in ("g_flags", "g_inuse", "g_idle", "g_slots", "g_used_mem", "g_used_cores"):
+            getattr(st, name)[new] = getattr(st, name)[old]
+        for (row, slot), uid in list(self._owner.items()):
+            if row == old:
+                del self._owner[(row, slot)]
+                self._owner[(new, slot)] = uid
+        for held in self._held.values():
+            held.picks = [(c, new if r == old else r, k, mem, cores) for c, r, k, mem, cores in held.picks]
+        for table in (self._pinned, self._idle):
+            if old in table:
+                table[new] = table.pop(old)
+        self._row_spec[old] = None
+
+    def _retire_row(self, row: int) -> None:
+        spec = self._row_spec[row]
+        if spec is not None and self._rows.get(spec.uuid) == row:
+            del self._rows[spec.uuid]
+        self._row_spec[row] = None
+        self._pinned.pop(row, None)
+        self._idle.pop(row, None)
+
+    def remove_node(self, name: str) -> None:
+        """Forget a node's GPUs. Reservations on it stay until released (release is safe)."""
+        with self._lock:
+            node = self._node_ids.pop(name, None)
+            if node is None:
+                return
+            st = self.state
+            first, count = int(st.n_first[node]), int(st.n_count[node])
+            for r in range(first, first + count):
+                st.g_kind[r] = S.DEAD
+                self._retire_row(r)
+            st.n_count[node] = 0
+
+    def set_health(self, gpu_uuid: str, ok: bool) -> None:
+        with self._lock:
+            row = self._row(gpu_uuid)
+            if ok:
+                self.state.g_flags[row] &= ~np.uint8(S.UNHEALTHY)
+            else:
+                self.state.g_flags[row] |= S.UNHEALTHY
+
+    def set_cordoned(self, node: str, gpu_uuids: Iterable[str]) -> None:
+        """hami.io/device-cordon: exactly these GPUs of the node are skipped."""
+        cordoned = set(gpu_uuids)
+        with self._lock:
+            node_id = self._node_ids.get(node)
+            if node_id is None:
+                return
+            st = self.state
+            for r in range(int(st.n_first[node_id]), int(st.n_first[node_id] + st.n_count[node_id])):
+                spec = self._row_spec[r]
+                if spec is not None and spec.uuid in cordoned:
+                    st.g_flags[r] |= S.CORDONED
+                else:
+                    st.g_flags[r] &= ~np.uint8(S.CORDONED)
+
+    def _row(self, gpu_uuid: str) -> int:
+        try:
+            return self._rows[gpu_uuid]
+        except KeyError:
+            raise KeyError(f"unknown GPU {gpu_uuid}: no registered node reports it") from None
+
+    # -- realised instances ------------------------------------------------------------
+    def set_realised(self, node: str, instances: Sequence[RealisedInstance]) -> list[Conflict]:
+        """Fold the agent's report of existing MIG instances into the node's layouts."""
+        conflicts: list[Conflict] = []
+        with self._lock:
+            node_id = self._node_ids.get(node)
+            if node_id is None:
+                return [Conflict(None, i.gpu_uuid, f"node {node} is not registered") for i in instances]
+            st, tb = self.state, self.tables
+            by_row: dict[int, list[RealisedInstance]] = {}
+            for inst in instances:
+                row = self._rows.get(inst.gpu_uuid)
+                if row is None or int(st.g_node[row]) != node_id or st.g_kind[row] != S.MIG:
+                    conflicts.append(Conflict(inst.pod_uid, inst.gpu_uuid, "not a MIG GPU of this node"))
+                    continue
+                by_row.setdefault(row, []).append(inst)
+            first, count = int(st.n_first[node_id]), int(st.n_count[node_id])
+            for row in range(first, first + count):
+                if st.g_kind[row] == S.MIG:
+                    conflicts += self._fold_row(row, by_row.get(row, []))
+            if conflicts:
+                self._kernels = self._kernels  # state arrays changed in place only
+            del tb
+        return conflicts
+
+    def _fold_row(self, row: int, instances: list[RealisedInstance]) -> list[Conflict]:
+        st, tb = self.state, self.tables
+        m = int(st.g_model[row])
+        t = tb.models[m]
+        uuid = self._row_spec[row].uuid
+        conflicts = []
+        reserved = 0
+        for (r, k), _uid in self._owner.items():
+            if r == row:
+                reserved |= 1 << k
+        occupied = self._occupied(m, reserved)
+        pinned: dict[int, RealisedInstance] = {}
+        idle: dict[int, RealisedInstance] = {}
+        for inst in instances:
+            try:
+                k = t.slot_of(inst.profile, inst.start)
+            except KeyError as err:
+                conflicts.append(Conflict(inst.pod_uid, uuid, str(err)))
+                continue
+            mask = t.slot_mask[k]
+            if reserved >> k & 1:
+                owner = self._owner[(row, k)]
+                if inst.in_use and inst.pod_uid and inst.pod_uid != owner:
+                    conflicts.append(Conflict(inst.pod_uid, uuid,
+                                              f"{inst.profile}@{inst.start} is reserved for pod {owner}"))
+                continue  # the reservation, realised
+            if occupied & mask:
+                if inst.in_use:
+                    conflicts.append(Conflict(inst.pod_uid, uuid,
+                                              f"busy {inst.profile}@{inst.start} overlaps a reservation"))
+                continue  # an idle instance in the way of a reservation: it will be destroyed
+            occupied |= mask
+            (pinned if inst.in_use else idle)[k] = inst
+        inuse_set = reserved | sum(1 << k for k in pinned)
+        idle_set = sum(1 << k for k in idle)
+        if inuse_set not in t.index or idle_set not in t.index or (inuse_set | idle_set) not in t.index:
+            conflicts.append(Conflict(None, uuid, "reported instances break a profile's instance cap"))
+            return conflicts
+        st.g_inuse[row] = tb.layout_id(m, inuse_set)
+        st.g_idle[row] = tb.layout_id(m, idle_set)
+        self._pinned[row] = pinned
+        self._idle[row] = idle
+        return conflicts
+
+    def _occupied(self, m: int, slotset: int) -> int:
+        t = self.tables.models[m]
+        occ = 0
+        for k, mask in enumerate(t.slot_mask):
+            if slotset >> k & 1:
+                occ |= mask
+        return occ
+
+    # -- requests ----------------------------------------------------------------------
+    def _request_arrays(self, request: Request) -> S.RequestArrays:
+        ctrs = [c for c in request.containers if c.count > 0]
+        tb = self.tables
+        rq = S.RequestArrays(len(ctrs), len(tb.models), len(self._types))
+        for i, c in enumerate(ctrs):
+            rq.ctr_index[i] = c.index
+            rq.ctr_count[i] = c.count
+            rq.ctr_mem[i] = c.memory_mib
+            rq.ctr_pct[i] = c.memory_percent if c.memory_mib <= 0 else 0
+            rq.ctr_cores[i] = min(c.cores, 100)
+            for m, t in enumerate(tb.models):
+                rq.ctr_cls[i, m] = t.memory_class(self._mig_memory(t, c.memory_mib, c.memory_percent))
+        rq.allow_mig = request.mode in (Mode.ANY, Mode.MIG)
+        rq.allow_core = request.mode in (Mode.ANY, Mode.HAMI_CORE)
+        if request.use_gpu_types or request.nouse_gpu_types:
+            use = [u.lower() for u in request.use_gpu_types]
+            nouse = [u.lower() for u in request.nouse_gpu_types]
+            for tid, gpu_type in enumerate(self._types):
+                low = gpu_type.lower()
+                ok = (not use or any(u in low for u in use)) and not any(u in low for u in nouse)
+                rq.type_ok[tid] = ok
+        if request.use_gpu_uuids or request.nouse_gpu_uuids:
+            rq.row_ok = np.ones(max(self.state.rows, 1), np.uint8)
+            if request.use_gpu_uuids:
+                rq.row_ok[:] = 0
+                for u in request.use_gpu_uuids:
+                    if u in self._rows:
+                        rq.row_ok[self._rows[u]] = 1
+            for u in request.nouse_gpu_uuids:
+                if u in self._rows:
+                    rq.row_ok[self._rows[u]] = 0
+        gpu_policy = request.gpu_policy or GpuPolicy(self.features.default_gpu_policy)
+        node_policy = request.node_policy or NodePolicy(self.features.default_node_policy)
+        rq.gpu_binpack = gpu_policy == GpuPolicy.BINPACK
+        rq.node_binpack = node_policy == NodePolicy.BINPACK
+        return rq
+
+    @staticmethod
+    def _mig_memory(t, memory_mib: int, percent: int) -> int:
+        """ARCHITECTURE §7: absolute MiB as given; a percentage is of the largest profile."""
+        if memory_mib > 0:
+            return memory_mib
+        largest = max(t.nominal)
+        return -(-largest * max(percent, 0) // 100) if percent < 100 else largest
+
+    # -- read-only calls ---------------------------------------------------------------
+    def fits(self, request: Request, candidate_ids: np.ndarray) -> FitResult:
+        ids = np.ascontiguousarray(candidate_ids, np.int32)
+        codes = np.zeros(len(ids), np.uint8)
+        reasons = np.zeros(len(ids), np.uint32)
+        scores = np.zeros(len(ids), np.int32)
+        if request.wants_gpus:
+            self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
+        return FitResult(ids, codes, reasons)
+
+    def scores(self, request: Request, candidate_ids: np.ndarray) -> np.ndarray:
+        """0..100 per node (0 where the request does not fit)."""
+        ids = np.ascontiguousarray(candidate_ids, np.int32)
+        codes = np.zeros(len(ids), np.uint8)
+        reasons = np.zeros(len(ids), np.uint32)
+        scores = np.zeros(len(ids), np.int32)
+        if request.wants_gpus:
+            self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
+        return scores
+
+    def fit_and_score(self, request: Request, candidate_ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
+        ids = np.ascontiguousarray(candidate_ids, np.int32)
+        codes = np.zeros(len(ids), np.uint8)
+        reasons = np.zeros(len(ids), np.uint32)
+        scores = np.zeros(len(ids), np.int32)
+        if request.wants_gpus:
+            self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
+        return FitResult(ids, codes, reasons), scores
+
+    # -- decisions ---------------------------------------------------------------------
+    def decide_and_reserve(self, pod_uid: str, request: Request, node: str) -> Decision | Rejection:
+        """Choose exact devices on ``node`` and reserve them atomically; idempotent per pod."""
+        with self._lock:
+            held = self._held.get(pod_uid)
+            if held is not None:
+                if held.node == node:
+                    return held.decision
+                self.release(pod_uid)
+            node_id = self._node_ids.get(node, EMPTY_NODE)
+            if not request.wants_gpus:
+                decision = Decision(pod_uid, node, tuple(() for _ in request.containers))
+                self._held[pod_uid] = _Held(node, decision, [])
+                return decision
+            rq = self._request_arrays(request)
+            picks: list[tuple[int, int, int, int, int]] = []
+            ok, reasons, _cost, _pack = self.kernels.plan(rq, node_id, True, picks)
+            if not ok:
+                picks = []
+                ok, reasons, _cost, _pack = self.kernels.plan(rq, node_id, False, picks)
+            if not ok:
+                code = Code.UNSCHEDULABLE if reasons & RESOLVABLE else Code.UNSCHEDULABLE_AND_UNRESOLVABLE
+                return Rejection(node, code, int(reasons), f"node {node}: {describe(int(reasons))}")
+            picks = [(int(rq.ctr_index[c]), r, k, mem, cores) for c, r, k, mem, cores in picks]
+            decision = self._apply(pod_uid, node, len(request.containers), picks)
+            self._observe(rq)
+            return decision
+
+    def _apply(self, pod_uid: str, node: str, n_containers: int, picks) -> Decision:
+        st, tb = self.state, self.tables
+        per_ctr: list[list[Pick]] = [[] for _ in range(n_containers)]
+        for c, row, k, mem, cores in picks:
+            spec = self._row_spec[row]
+            if k < 0:
+                st.g_slots[row] += 1
+                st.g_used_mem[row] += mem
+                st.g_used_cores[row] += cores
+                per_ctr[c].append(CorePick(spec.uuid, mem, cores))
+                continue
+            m = int(st.g_model[row])
+            t = tb.models[m]
+            p, start = t.slots[k]
+            idle_layout = int(st.g_idle[row])
+            idle_info = self._idle.setdefault(row, {})
+            reuse = None
+            destroy = []
+            for j in range(len(t.slots)):
+                if not int(tb.slotset[idle_layout]) >> j & 1:
+                    continue
+                if j == k:
+                    reuse = idle_info.pop(j, None) or self._synth(spec.uuid, t, j)
+                    idle_layout = int(tb.remove[idle_layout, j])
+                elif t.slot_mask[j] & t.slot_mask[k]:
+                    destroy.append(idle_info.pop(j, None) or self._synth(spec.uuid, t, j))
+                    idle_layout = int(tb.remove[idle_layout, j])
+            st.g_idle[row] = idle_layout
+            after = int(tb.add[int(st.g_inuse[row]), k])
+            assert after >= 0, "kernel picked an illegal slot"
+            st.g_inuse[row] = after
+            self._owner[(row, k)] = pod_uid
+            prof = t.profiles[p]
+            per_ctr[c].append(MigPick(spec.uuid, prof.name, start, prof.memory_slices, reuse, tuple(destroy)))
+        decision = Decision(pod_uid, node, tuple(tuple(d) for d in per_ctr))
+        self._held[pod_uid] = _Held(node, decision, list(picks))
+        return decision
+
+    @staticmethod
+    def _synth(gpu_uuid: str, t, slot: int) -> RealisedInstance:
+        p, start = t.slots[slot]
+        return RealisedInstance(gpu_uuid, t.profiles[p].name, start, in_use=False)
+
+    def release(self, pod_uid: str) -> bool:
+        """Undo a pod's reservation; idempotent and safe without a prior reserve."""
+        with self._lock:
+            held = self._held.pop(pod_uid, None)
+            if held is None:
+                return False
+            st, tb = self.state, self.tables
+            for _c, row, k, mem, cores in held.picks:
+                if self._row_spec[row] is None or st.g_kind[row] == S.DEAD:
+                    continue
+                if k < 0:
+                    st.g_slots[row] -= 1
+                    st.g_used_mem[row] -= mem
+                    st.g_used_cores[row] -= cores
+                    continue
+                if self._owner.get((row, k)) != pod_uid:
+                    continue
+                del self._owner[(row, k)]
+                st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
+                idle_after = int(tb.add[int(st.g_idle[row]), k])
+                if idle_after >= 0:  # the instance stays on the node, idle, until destroyed
+                    st.g_idle[row] = idle_after
+                    m = int(st.g_model[row])
+                    self._idle.setdefault(row, {})[k] = self._synth(self._row_spec[row].uuid, tb.models[m], k)
+            return True
+
+    def assume(self, pod_uid: str, decision: Decision) -> list[Conflict]:
+        """Load a decision recorded in annotations (scheduler start, another replica's bind)."""
+        with self._lock:
+            held = self._held.get(pod_uid)
+            if held is not None:
+                if held.decision == decision:
+                    return []
+                self.release(pod_uid)
+            st, tb = self.state, self.tables
+            picks = []
+            conflicts: list[Conflict] = []
+            for c, pick in decision.picks():
+                row = self._rows.get(pick.gpu_uuid)
+                if row is None:
+                    conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "GPU not registered"))
+                    continue
+                if isinstance(pick, CorePick):
+                    if st.g_kind[row] != S.CORE:
+                        conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "a hami-core share on a MIG GPU"))
+                        continue
+                    picks.append((c, row, -1, pick.memory_mib, pick.cores))
+                    continue
+                if st.g_kind[row] != S.MIG:
+                    conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "a MIG instance on a hami-core GPU"))
+                    continue
+                m = int(st.g_model[row])
+                try:
+                    k = tb.models[m].slot_of(pick.profile, pick.start)
+                except KeyError as err:
+                    conflicts.append(Conflict(pod_uid, pick.gpu_uuid, str(err)))
+                    continue
+                pinned = self._pinned.get(row, {})
+                if k in pinned:  # realised before we knew the decision: it is this pod's
+                    pinned.pop(k)
+                    st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
+                if int(tb.add[int(st.g_inuse[row]), k]) < 0:
+                    owner = self._owner.get((row, k))
+                    conflicts.append(Conflict(pod_uid, pick.gpu_uuid,
+                                              f"{pick.profile}@{pick.start} overlaps instances in use"
+                                              + (f" (pod {owner})" if owner else "")))
+                    continue
+                picks.append((c, row, k, 0, 0))
+            self._apply(pod_uid, self._node_names[int(st.g_node[picks[0][1]])] if picks else "",
+                        len(decision.containers), picks)
+            return conflicts
+
+    def reservation(self, pod_uid: str) -> Decision | None:
+        held = self._held.get(pod_uid)
+        return held.decision if held else None
+
+    # -- the fragmentation-aware mix ---------------------------------------------------
+    def _observe(self, rq: S.RequestArrays) -> None:
+        decay = self.features.histogram_decay
+        for m, t in enumerate(self.tables.models):
+            for i in range(rq.n_ctr):
+                c = int(rq.ctr_cls[i, m])
+                if c >= len(t.profiles):
+                    continue
+                for _ in range(int(rq.ctr_count[i])):
+                    self._hist[m] *= decay
+                    self._hist[m, c] += 1.0
+        self._since_refresh += 1
+        if self._since_refresh >= self.features.refresh_every:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Snapshot the profile mix into integer weights and best candidates per layout."""
+        self._since_refresh = 0
+        tb, dyn = self.tables, self.dyn
+        for m, t in enumerate(tb.models):
+            n_p, n_s = len(t.profiles), len(t.slots)
+            prior = [float(self.features.prior.get(p.name, 1.0)) for p in t.profiles]
+            total_prior = sum(prior) or 1.0
+            w = [self.features.prior_strength * prior[p] / total_prior + float(self._hist[m, p])
+                 for p in range(n_p)]
+            total = sum(w) or 1.0
+            for p in range(n_p):
+                dyn.wg[m, p] = int(S.WEIGHT_SCALE * w[p] / total) * int(tb.profile_compute[m, p])
+            lo, hi = int(tb.offset[m]), int(tb.offset[m]) + t.n_layouts
+            add = tb.add[lo:hi, :n_s]
+            valid = add >= 0
+            safe = np.where(valid, add, lo)
+            if self.policy == S.FRAGMENTATION_AWARE:
+                diff = tb.cnt[lo:hi, None, :n_p].astype(np.int64) - tb.cnt[safe, :n_p].astype(np.int64)
+                cost = diff @ dyn.wg[m, :n_p]
+            elif self.policy == S.BEST_FIT:
+                cost = int(tb.compute_slices[m]) - tb.used_compute[safe].astype(np.int64)
+            else:
+                cost = np.zeros((hi - lo, n_s), np.int64)
+            key = cost * 64 + tb.slot_rank[m, :n_s].astype(np.int64)
+            shifts = np.arange(n_s, dtype=np.uint32)
+            rows = np.arange(hi - lo)
+            for c in range(n_p):
+                mask = ((tb.cand[lo:hi, c][:, None] >> shifts) & 1).astype(bool) & valid
+                best = np.where(mask, key, np.iinfo(np.int64).max).argmin(axis=1)
+                has = mask.any(axis=1)
+                dyn.bslot[lo:hi, c] = np.where(has, best, -1)
+                dyn.bcost[lo:hi, c] = np.where(has, cost[rows, best], S.NO_COST)
+
+    # -- introspection -----------------------------------------------------------------
+    def gpu_array_bytes(self) -> int:
+        return self.state.gpu_array_bytes()
+
+    def snapshot(self) -> dict[str, dict]:
+        """Per GPU uuid: kind, in-use and idle instances or shares (tests, inspect, metrics)."""
+        st, tb = self.state, self.tables
+        out = {}
+        for uuid, row in self._rows.items():
+            if st.g_kind[row] == S.MIG:
+                m = int(st.g_model[row])
+                t = tb.models[m]
+
+                def names(layout: int, t=t) -> list[tuple[str, int]]:
+                    s = int(tb.slotset[layout])
+                    return [(t.profiles[t.slots[k][0]].name, t.slots[k][1])
+                            for k in range(len(t.slots)) if s >> k & 1]
+
+                out[uuid] = {"kind": "mig", "model": t.model.key,
+                             "in_use": names(int(st.g_inuse[row])), "idle": names(int(st.g_idle[row]))}
+            elif st.g_kind[row] == S.CORE:
+                out[uuid] = {"kind": "hami-core", "tasks": int(st.g_slots[row]),
+                             "used_mem": int(st.g_used_mem[row]), "used_cores": int(st.g_used_cores[row])}
+        return out

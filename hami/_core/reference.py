@@ -1,0 +1,265 @@
+"""The engine's kernels in plain Python: the readable spec and the differential-test oracle.
+
+``_kernels.pyx`` implements exactly this over typed memoryviews; hypothesis drives engines
+built on either through random sequences and demands identical results
+(tests/core/test_differential.py). Keep the two in step: same loops, same integer
+arithmetic, same tie-breaks.
+
+How one node is planned (``Kernels.plan``):
+
+1. Each GPU is eligible or not for this request, independent of its usage (health, cordon,
+   mode, type and uuid filters).
+2. Containers are placed in order. A container first tries MIG (when its mode allows and
+   ``prefer_mig``): each of its devices, one after the other, takes the best candidate
+   (GPU, slot) on the node under the key ``(cost, reuse, gpu order, row, slot rank)``; a
+   GPU may host several devices of one container. If any device fails, the container's
+   MIG devices are undone and it tries hami-core: the best ``count`` distinct GPUs by
+   ``(gpu order, row)`` that pass HAMi's fit checks.
+3. ``cost`` is the policy's: the fragmentation loss (weighted future capacity destroyed)
+   for ``fragmentation-aware``, compute slices left free on the GPU for ``best-fit``,
+   0 otherwise (order alone decides). ``reuse`` prefers an idle instance at exactly that
+   slot (0), then free slices (1), then slices that need idle instances destroyed (2);
+   ``fits``/``scores`` ignore idle instances and take the tables' best slot.
+4. The node's score mixes how full the node is after the placement (binpack) or how empty
+   (spread) with, for cost-based policies, how little the placement costs.
+"""
+
+from __future__ import annotations
+
+from hami._core import state as S
+from hami._core.results import Reason
+from hami._core.tables import PolicyTables
+
+
+def _bits(mask: int):
+    k = 0
+    while mask:
+        if mask & 1:
+            yield k
+        mask >>= 1
+        k += 1
+
+
+class Kernels:
+    """Read-only views over state and tables; the engine rebuilds it when arrays move."""
+
+    def __init__(self, st: S.State, tb: PolicyTables, dyn: S.Dynamic, policy: int) -> None:
+        self.st, self.tb, self.dyn, self.policy = st, tb, dyn, policy
+
+    # -- per-GPU helpers -------------------------------------------------------------
+    def _eligible(self, rq: S.RequestArrays, r: int) -> int:
+        st = self.st
+        kind = int(st.g_kind[r])
+        if st.g_flags[r] & S.UNHEALTHY:
+            return Reason.UNHEALTHY
+        if st.g_flags[r] & S.CORDONED:
+            return Reason.CORDONED
+        if not rq.type_ok[st.g_type[r]]:
+            return Reason.TYPE_MISMATCH
+        if len(rq.row_ok) and not rq.row_ok[r]:
+            return Reason.UUID_MISMATCH
+        if (kind == S.MIG and not rq.allow_mig) or (kind == S.CORE and not rq.allow_core):
+            return Reason.MODE_MISMATCH
+        return 0
+
+    def _mig_order(self, rq: S.RequestArrays, m: int, layout: int) -> int:
+        if self.policy == S.FIRST_FIT:
+            return 0
+        used = int(self.tb.used_compute[layout]) * 1000 // int(self.tb.compute_slices[m])
+        return -used if rq.gpu_binpack else used
+
+    def _core_order(self, rq: S.RequestArrays, r: int, slots: int, used_mem: int, used_cores: int) -> int:
+        if self.policy == S.FIRST_FIT:
+            return 0
+        st = self.st
+        score = slots * 1000 // max(int(st.g_split[r]), 1) + used_mem * 1000 // max(int(st.g_mem[r]), 1)
+        score += used_cores * 1000 // max(int(st.g_cores[r]), 1)
+        return -score if rq.gpu_binpack else score
+
+    def _slot_cost(self, m: int, layout: int, k: int) -> int:
+        tb = self.tb
+        after = int(tb.add[layout, k])
+        if self.policy == S.FRAGMENTATION_AWARE:
+            loss = 0
+            for p in range(int(tb.n_profiles[m])):
+                loss += int(self.dyn.wg[m, p]) * (int(tb.cnt[layout, p]) - int(tb.cnt[after, p]))
+            return loss
+        if self.policy == S.BEST_FIT:
+            return int(tb.compute_slices[m]) - int(tb.used_compute[after])
+        return 0
+
+    def _usage_pm(self, r: int, inuse: int, used_mem: int) -> int:
+        st, tb = self.st, self.tb
+        if st.g_kind[r] == S.MIG:
+            m = int(st.g_model[r])
+            return int(tb.used_compute[inuse]) * 1000 // int(tb.compute_slices[m])
+        return used_mem * 1000 // max(int(st.g_mem[r]), 1)
+
+    # -- planning --------------------------------------------------------------------
+    def plan(self, rq: S.RequestArrays, node: int, use_idle: bool, picks: list | None):
+        """Plan the whole request on one node without changing state.
+
+        Returns ``(ok, reasons, cost, pack_pm)``; appends ``(ctr, row, slot, mem, cores)``
+        to ``picks`` when given (slot -1 for a hami-core share).
+        """
+        st, tb = self.st, self.tb
+        first, count = int(st.n_first[node]), int(st.n_count[node])
+        live = [i for i in range(count) if st.g_kind[first + i] != S.DEAD]
+        if not live:
+            return False, int(Reason.NO_GPUS), 0, 0
+        inuse = [int(st.g_inuse[first + i]) for i in range(count)]
+        idle = [int(st.g_idle[first + i]) for i in range(count)]
+        slots = [int(st.g_slots[first + i]) for i in range(count)]
+        umem = [int(st.g_used_mem[first + i]) for i in range(count)]
+        ucores = [int(st.g_used_cores[first + i]) for i in range(count)]
+        elig = [self._eligible(rq, first + i) for i in range(count)]
+        reasons = 0
+        for i in live:
+            reasons |= elig[i]
+        total_cost = 0
+        for ci in range(rq.n_ctr):
+            n = int(rq.ctr_count[ci])
+            placed = False
+            if rq.allow_mig:
+                saved = (list(inuse), list(idle))
+                mark = len(picks) if picks is not None else 0
+                cost_before = total_cost
+                placed = True
+                for _ in range(n):
+                    best = None
+                    for i in live:
+                        r = first + i
+                        if elig[i] or st.g_kind[r] != S.MIG:
+                            continue
+                        m = int(st.g_model[r])
+                        c = int(rq.ctr_cls[ci, m])
+                        if c >= tb.n_profiles[m]:
+                            reasons |= Reason.MIG_PROFILE_TOO_SMALL
+                            continue
+                        layout = inuse[i]
+                        cm = int(tb.cand[layout, c])
+                        if cm == 0:
+                            reasons |= Reason.MIG_NO_PLACEMENT
+                            continue
+                        order = self._mig_order(rq, m, layout)
+                        if use_idle:
+                            for k in _bits(cm):
+                                cost = self._slot_cost(m, layout, k)
+                                if int(tb.slotset[idle[i]]) >> k & 1:
+                                    reuse = 0
+                                elif int(tb.occupied[idle[i]]) & int(tb.slot_mask[m, k]):
+                                    reuse = 2
+                                else:
+                                    reuse = 1
+                                key = (cost, reuse, order, i, int(tb.slot_rank[m, k]))
+                                if best is None or key < best[0]:
+                                    best = (key, i, k)
+                        else:
+                            k = int(self.dyn.bslot[layout, c])
+                            key = (int(self.dyn.bcost[layout, c]), 0, order, i, 0)
+                            if best is None or key < best[0]:
+                                best = (key, i, k)
+                    if best is None:
+                        placed = False
+                        break
+                    key, i, k = best
+                    m = int(st.g_model[first + i])
+                    inuse[i], idle[i] = self._take(m, inuse[i], idle[i], k)
+                    total_cost += key[0]
+                    if picks is not None:
+                        picks.append((ci, first + i, k, 0, 0))
+                if not placed:
+                    inuse, idle = saved
+                    total_cost = cost_before
+                    if picks is not None:
+                        del picks[mark:]
+            if not placed and rq.allow_core:
+                placed, why = self._place_core(rq, ci, n, first, live, elig, slots, umem, ucores, picks)
+                reasons |= why
+            if not placed:
+                return False, reasons, 0, 0
+        pack = 0
+        for i in live:
+            pack += self._usage_pm(first + i, inuse[i], umem[i])
+        return True, 0, total_cost, pack // len(live)
+
+    def _take(self, m: int, layout: int, idle: int, k: int) -> tuple[int, int]:
+        """Slot k goes in use; idle instances it reuses or overlaps leave the idle layout."""
+        tb = self.tb
+        after = int(tb.add[layout, k])
+        mask = int(tb.slot_mask[m, k])
+        for j in _bits(int(tb.slotset[idle])):
+            if int(tb.slot_mask[m, j]) & mask:
+                idle = int(tb.remove[idle, j])
+        return after, idle
+
+    def _place_core(self, rq, ci, n, first, live, elig, slots, umem, ucores, picks):
+        st = self.st
+        reasons = 0
+        fitting = []
+        usable = considered = 0
+        for i in live:
+            r = first + i
+            if elig[i] or st.g_kind[r] != S.CORE:
+                continue
+            total_mem = int(st.g_mem[r])
+            memreq = int(rq.ctr_mem[ci]) if rq.ctr_mem[ci] > 0 else total_mem * int(rq.ctr_pct[ci]) // 100
+            creq = int(rq.ctr_cores[ci])
+            total_cores = int(st.g_cores[r])
+            considered += 1
+            if memreq > total_mem:
+                reasons |= Reason.MEMORY_EXCEEDS_GPU
+                continue
+            usable += 1
+            if slots[i] >= int(st.g_split[r]):
+                reasons |= Reason.SLOTS_EXHAUSTED
+            elif total_cores - ucores[i] < creq:
+                reasons |= Reason.INSUFFICIENT_CORES
+            elif (creq >= 100 and slots[i] > 0) or (total_cores and ucores[i] >= total_cores):
+                # exclusive wants an empty GPU; a GPU whose cores are all taken (an exclusive
+                # task) takes no share
+                reasons |= Reason.EXCLUSIVE_CONFLICT
+            elif total_mem - umem[i] < memreq:
+                reasons |= Reason.INSUFFICIENT_MEMORY
+            else:
+                fitting.append((self._core_order(rq, r, slots[i], umem[i], ucores[i]), i, memreq, creq))
+        if considered == 0:  # no hami-core GPU may serve this request: nothing to add
+            return False, reasons
+        if usable < n:
+            return False, reasons | Reason.NODE_TOO_SMALL
+        if len(fitting) < n:
+            return False, reasons | Reason.TOO_FEW_GPUS
+        fitting.sort()
+        for _order, i, memreq, creq in fitting[:n]:
+            slots[i] += 1
+            umem[i] += memreq
+            ucores[i] += creq
+            if picks is not None:
+                picks.append((ci, first + i, -1, memreq, creq))
+        return True, 0
+
+    # -- many nodes --------------------------------------------------------------------
+    def fit_score(self, rq: S.RequestArrays, nodes, out_code, out_reason, out_score) -> None:
+        """Per node: code 0 fits / 1 unschedulable / 2 unresolvable, reason bits, score 0..100."""
+        from hami._core.results import RESOLVABLE
+
+        for j in range(len(nodes)):
+            ok, reasons, cost, pack = self.plan(rq, int(nodes[j]), False, None)
+            if not ok:
+                out_code[j] = 1 if reasons & RESOLVABLE else 2
+                out_reason[j] = reasons
+                out_score[j] = 0
+                continue
+            out_code[j] = 0
+            out_reason[j] = 0
+            out_score[j] = self._score(rq, cost, pack)
+
+    def _score(self, rq: S.RequestArrays, cost: int, pack: int) -> int:
+        if self.policy == S.FIRST_FIT:
+            return 100
+        score = pack if rq.node_binpack else 1000 - pack
+        if self.policy == S.FRAGMENTATION_AWARE:
+            score = (score + 1000 - min(1000, cost * 1000 // (S.WEIGHT_SCALE * 8))) // 2
+        elif self.policy == S.BEST_FIT:
+            score = (score + 1000 - min(1000, cost * 1000 // 8)) // 2
+        return score // 10

@@ -1,0 +1,128 @@
+"""Cluster state as flat arrays (one row per GPU, one per node) and per-call request arrays.
+
+Both kernel implementations (the Cython one and ``reference.py``) read exactly these
+arrays; only ``engine.py`` writes them. A node's GPUs occupy a contiguous block of rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hami._core.tables import MAX_PROFILES, MAX_SLOTS, PolicyTables
+
+# g_kind values
+DEAD, CORE, MIG = 0, 1, 2
+# g_flags bits
+UNHEALTHY, CORDONED = 1, 2
+
+MAX_NODE_GPUS = 64  # the kernels' per-node scratch size
+
+POLICY_IDS = {
+    "fragmentation-aware": 0,
+    "hami-legacy": 1,
+    "hami-v2.10": 2,
+    "first-fit": 3,
+    "best-fit": 4,
+    "static": 5,
+}
+FRAGMENTATION_AWARE, HAMI_LEGACY, HAMI_V210, FIRST_FIT, BEST_FIT, STATIC = range(6)
+
+WEIGHT_SCALE = 1_000_000  # profile-mix weights are integers summing to this
+NO_COST = np.iinfo(np.int64).max
+
+GPU_FIELDS = {
+    # name: dtype — the per-GPU engine arrays (bytes per GPU = sum of itemsizes)
+    "g_node": np.int32,
+    "g_kind": np.uint8,
+    "g_flags": np.uint8,
+    "g_type": np.int16,  # index into Engine's distinct GPU type strings (filters)
+    "g_model": np.int16,  # MIG table model id, -1 for hami-core
+    "g_inuse": np.int32,  # global layout id of instances in use (MIG)
+    "g_idle": np.int32,  # global layout id of idle realised instances (MIG)
+    "g_split": np.uint16,
+    "g_slots": np.uint16,  # tasks on a hami-core GPU
+    "g_mem": np.int32,  # total MiB (hami-core)
+    "g_used_mem": np.int32,
+    "g_cores": np.uint16,
+    "g_used_cores": np.uint16,
+}
+
+NODE_FIELDS = {"n_first": np.int32, "n_count": np.int32}
+
+
+def bytes_per_gpu() -> int:
+    return sum(np.dtype(t).itemsize for t in GPU_FIELDS.values())
+
+
+class State:
+    """Growable arrays; ``rows``/``nodes`` are the used lengths."""
+
+    def __init__(self, gpu_capacity: int = 64, node_capacity: int = 16) -> None:
+        self.rows = 0
+        self.nodes = 0
+        for name, dtype in GPU_FIELDS.items():
+            setattr(self, name, np.zeros(gpu_capacity, dtype))
+        for name, dtype in NODE_FIELDS.items():
+            setattr(self, name, np.zeros(node_capacity, dtype))
+
+    def grow_rows(self, need: int) -> bool:
+        """Make room for ``need`` more rows; True when arrays were reallocated."""
+        cap = len(self.g_node)
+        if self.rows + need <= cap:
+            return False
+        new = max(cap * 2, self.rows + need)
+        for name in GPU_FIELDS:
+            old = getattr(self, name)
+            arr = np.zeros(new, old.dtype)
+            arr[: self.rows] = old[: self.rows]
+            setattr(self, name, arr)
+        return True
+
+    def grow_nodes(self, need: int) -> bool:
+        cap = len(self.n_first)
+        if self.nodes + need <= cap:
+            return False
+        new = max(cap * 2, self.nodes + need)
+        for name in NODE_FIELDS:
+            old = getattr(self, name)
+            arr = np.zeros(new, old.dtype)
+            arr[: self.nodes] = old[: self.nodes]
+            setattr(self, name, arr)
+        return True
+
+    def gpu_array_bytes(self) -> int:
+        return sum(getattr(self, name)[: self.rows].nbytes for name in GPU_FIELDS)
+
+
+class Dynamic:
+    """Policy state that changes between refreshes: profile-mix weights and the best
+    candidate per (layout, memory class) they imply."""
+
+    def __init__(self, tables: PolicyTables) -> None:
+        n_layouts = len(tables.slotset)
+        n_models = len(tables.n_slots)
+        self.wg = np.zeros((n_models, MAX_PROFILES), np.int64)  # weight × compute slices
+        self.bcost = np.full((n_layouts, MAX_PROFILES), NO_COST, np.int64)
+        self.bslot = np.full((n_layouts, MAX_PROFILES), -1, np.int8)
+
+
+class RequestArrays:
+    """A Request converted once per call (STYLE §6.11): only containers that ask for GPUs."""
+
+    def __init__(self, n_ctr: int, n_models: int, n_types: int) -> None:
+        self.n_ctr = n_ctr
+        self.ctr_index = np.zeros(n_ctr, np.int32)  # position in Request.containers
+        self.ctr_count = np.zeros(n_ctr, np.int32)
+        self.ctr_mem = np.zeros(n_ctr, np.int32)  # MiB, 0 when a percentage
+        self.ctr_pct = np.zeros(n_ctr, np.int32)
+        self.ctr_cores = np.zeros(n_ctr, np.int32)
+        self.ctr_cls = np.zeros((n_ctr, max(n_models, 1)), np.int8)  # memory class per MIG model
+        self.type_ok = np.ones(max(n_types, 1), np.uint8)
+        self.row_ok = np.zeros(0, np.uint8)  # empty: no uuid filter
+        self.allow_mig = True
+        self.allow_core = True
+        self.gpu_binpack = True
+        self.node_binpack = True
+
+
+assert MAX_SLOTS <= 32 and MAX_PROFILES <= 8

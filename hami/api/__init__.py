@@ -1,0 +1,97 @@
+"""hami.api: the wire contract; pure functions, no I/O; may import stdlib and hami.devices only.
+
+Resource and annotation names (`names`), the codec of every annotation the scheduler and the
+node agent exchange (HAMi's, current and legacy forms, and ours: `hami.io/node-mig-instances`),
+and the parsing of a Pod into the engine's `Request`. Decoders raise `AnnotationError`, the Pod
+parser `RequestError`; both are ValueErrors whose message says what is wrong and what is expected.
+"""
+
+from __future__ import annotations
+
+from hami.api import names
+from hami.api.codecs import (
+    BindPhase,
+    ContainerDevice,
+    Handshake,
+    HandshakeKind,
+    InstanceState,
+    MigAllocation,
+    MigProfileInfo,
+    NodeDevice,
+    NodeLock,
+    Placement,
+    PodDevices,
+    RealisedInstance,
+    decode_bind_phase,
+    decode_device_cordon,
+    decode_handshake,
+    decode_mig_allocations,
+    decode_node_lock,
+    decode_node_mig_instances,
+    decode_node_register,
+    decode_pod_devices,
+    decode_unix_time,
+    encode_device_cordon,
+    encode_handshake,
+    encode_mig_allocations,
+    encode_node_lock,
+    encode_node_mig_instances,
+    encode_node_register,
+    encode_pod_devices,
+    encode_unix_time,
+    erase_container,
+    format_rfc3339,
+    next_pending_container,
+    parse_rfc3339,
+)
+from hami.api.errors import AnnotationError, RequestError
+from hami.api.pods import RequestDefaults, container_names, parse_pod, parse_quantity
+from hami.api.requests import ContainerRequest, GpuPolicy, Mode, NodePolicy, Request
+
+__all__ = [
+    "AnnotationError",
+    "BindPhase",
+    "ContainerDevice",
+    "ContainerRequest",
+    "GpuPolicy",
+    "Handshake",
+    "HandshakeKind",
+    "InstanceState",
+    "MigAllocation",
+    "MigProfileInfo",
+    "Mode",
+    "NodeDevice",
+    "NodeLock",
+    "NodePolicy",
+    "Placement",
+    "PodDevices",
+    "RealisedInstance",
+    "Request",
+    "RequestDefaults",
+    "RequestError",
+    "container_names",
+    "decode_bind_phase",
+    "decode_device_cordon",
+    "decode_handshake",
+    "decode_mig_allocations",
+    "decode_node_lock",
+    "decode_node_mig_instances",
+    "decode_node_register",
+    "decode_pod_devices",
+    "decode_unix_time",
+    "encode_device_cordon",
+    "encode_handshake",
+    "encode_mig_allocations",
+    "encode_node_lock",
+    "encode_node_mig_instances",
+    "encode_node_register",
+    "encode_pod_devices",
+    "encode_unix_time",
+    "erase_container",
+    "format_rfc3339",
+    "names",
+    "next_pending_container",
+    "parse_pod",
+    "parse_quantity",
+    "parse_rfc3339",
+]
