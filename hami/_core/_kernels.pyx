@@ -111,6 +111,7 @@ cdef class Kernels:
     cdef int32_t[::1] n_profiles
     cdef int32_t[::1] compute_slices
     cdef uint32_t[:, ::1] slot_mask
+    cdef int8_t[:, ::1] slot_compute
     cdef int16_t[:, ::1] slot_rank
     cdef int32_t[:, ::1] add
     cdef int32_t[:, ::1] remove
@@ -144,6 +145,7 @@ cdef class Kernels:
         self.n_profiles = tb.n_profiles
         self.compute_slices = tb.compute_slices
         self.slot_mask = tb.slot_mask
+        self.slot_compute = tb.slot_compute
         self.slot_rank = tb.slot_rank
         self.add = tb.add
         self.remove = tb.remove
@@ -197,7 +199,8 @@ cdef class Kernels:
                 loss += self.wg[m, p] * (<int64_t>self.cnt[layout, p] - <int64_t>self.cnt[after, p])
             return loss
         if self.policy == BEST_FIT:
-            return <int64_t>self.compute_slices[m] - <int64_t>self.used_compute[after]
+            return (<int64_t>self.slot_compute[m, k] * 16 + <int64_t>self.compute_slices[m]
+                    - <int64_t>self.used_compute[after])
         return 0
 
     cdef inline int64_t usage_pm(self, int r, int inuse, int64_t used_mem) noexcept nogil:
@@ -436,7 +439,7 @@ cdef class Kernels:
             c = cost * 1000 // (WEIGHT_SCALE * 8)
             s = (s + 1000 - (c if c < 1000 else 1000)) // 2
         elif self.policy == BEST_FIT:
-            c = cost * 1000 // 8
+            c = cost * 1000 // 128
             s = (s + 1000 - (c if c < 1000 else 1000)) // 2
         return s // 10
 

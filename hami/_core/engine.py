@@ -629,7 +629,8 @@ class Engine:
                 diff = tb.cnt[lo:hi, None, :n_p].astype(np.int64) - tb.cnt[safe, :n_p].astype(np.int64)
                 cost = diff @ dyn.wg[m, :n_p]
             elif self.policy == S.BEST_FIT:
-                cost = int(tb.compute_slices[m]) - tb.used_compute[safe].astype(np.int64)
+                cost = (tb.slot_compute[m, :n_s].astype(np.int64) * 16
+                        + int(tb.compute_slices[m]) - tb.used_compute[safe].astype(np.int64))
             else:
                 cost = np.zeros((hi - lo, n_s), np.int64)
             key = cost * 64 + tb.slot_rank[m, :n_s].astype(np.int64)

@@ -16,7 +16,8 @@ How one node is planned (``Kernels.plan``):
    MIG devices are undone and it tries hami-core: the best ``count`` distinct GPUs by
    ``(gpu order, row)`` that pass HAMi's fit checks.
 3. ``cost`` is the policy's: the fragmentation loss (weighted future capacity destroyed)
-   for ``fragmentation-aware``, compute slices left free on the GPU for ``best-fit``,
+   for ``fragmentation-aware``, the profile's compute slices then the slices left free on
+   the GPU for ``best-fit``,
    0 otherwise (order alone decides). ``reuse`` prefers an idle instance at exactly that
    slot (0), then free slices (1), then slices that need idle instances destroyed (2);
    ``fits``/``scores`` ignore idle instances and take the tables' best slot.
@@ -84,8 +85,8 @@ class Kernels:
             for p in range(int(tb.n_profiles[m])):
                 loss += int(self.dyn.wg[m, p]) * (int(tb.cnt[layout, p]) - int(tb.cnt[after, p]))
             return loss
-        if self.policy == S.BEST_FIT:
-            return int(tb.compute_slices[m]) - int(tb.used_compute[after])
+        if self.policy == S.BEST_FIT:  # the smallest profile, then the tightest GPU
+            return int(tb.slot_compute[m, k]) * 16 + int(tb.compute_slices[m]) - int(tb.used_compute[after])
         return 0
 
     def _usage_pm(self, r: int, inuse: int, used_mem: int) -> int:
@@ -261,5 +262,5 @@ class Kernels:
         if self.policy == S.FRAGMENTATION_AWARE:
             score = (score + 1000 - min(1000, cost * 1000 // (S.WEIGHT_SCALE * 8))) // 2
         elif self.policy == S.BEST_FIT:
-            score = (score + 1000 - min(1000, cost * 1000 // 8)) // 2
+            score = (score + 1000 - min(1000, cost * 1000 // 128)) // 2
         return score // 10
