@@ -63,6 +63,7 @@ cdef struct Req:
 
 cdef struct Plan:
     bint ok
+    bint on_core
     uint32_t reasons
     int64_t cost
     int64_t pack
@@ -241,6 +242,7 @@ cdef class Kernels:
         cdef bint placed, found
         cdef Key key, best
         out.ok = False
+        out.on_core = False
         out.reasons = 0
         out.cost = 0
         out.pack = 0
@@ -345,8 +347,11 @@ cdef class Kernels:
             if not placed and rq.allow_core:
                 placed = self.place_core(rq, ci, n, first, count, elig, slots, umem, ucores,
                                          &out.reasons, picks, n_picks, max_picks)
+                if placed:
+                    out.on_core = True
             if not placed:
                 out.cost = 0
+                out.on_core = False
                 return out
         pack = 0
         for i in range(count):
@@ -430,7 +435,13 @@ cdef class Kernels:
                 n_picks[0] += 1
         return True
 
-    cdef inline int64_t score(self, Req* rq, int64_t cost, int64_t pack) noexcept nogil:
+    cdef inline int64_t score(self, Req* rq, int64_t cost, int64_t pack, bint on_core) noexcept nogil:
+        cdef int64_t s = self.placement_score(rq, cost, pack)
+        if rq.allow_mig and rq.allow_core:
+            s = s // 2 + (0 if on_core else 50)
+        return s
+
+    cdef inline int64_t placement_score(self, Req* rq, int64_t cost, int64_t pack) noexcept nogil:
         cdef int64_t s, c
         if self.policy == FIRST_FIT:
             return 100
@@ -485,7 +496,7 @@ cdef class Kernels:
                 else:
                     out_code[j] = 0
                     out_reason[j] = 0
-                    out_score[j] = <int32_t>self.score(&req, p.cost, p.pack)
+                    out_score[j] = <int32_t>self.score(&req, p.cost, p.pack, p.on_core)
 
     def plan(self, rq, int node, bint use_idle, list picks):
         """Plan the whole request on one node; see reference.Kernels.plan."""
@@ -509,4 +520,4 @@ cdef class Kernels:
             p = self.plan_node(&req, node, use_idle, &buf[0], &n_picks, total)
             for i in range(n_picks):
                 picks.append((buf[i * 5], buf[i * 5 + 1], buf[i * 5 + 2], buf[i * 5 + 3], buf[i * 5 + 4]))
-        return bool(p.ok), int(p.reasons), int(p.cost), int(p.pack)
+        return bool(p.ok), int(p.reasons), int(p.cost), int(p.pack), bool(p.on_core)

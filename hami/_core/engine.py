@@ -462,10 +462,10 @@ class Engine:
                 return decision
             rq = self._request_arrays(request)
             picks: list[tuple[int, int, int, int, int]] = []
-            ok, reasons, _cost, _pack = self.kernels.plan(rq, node_id, True, picks)
+            ok, reasons, _cost, _pack, _core = self.kernels.plan(rq, node_id, True, picks)
             if not ok:
                 picks = []
-                ok, reasons, _cost, _pack = self.kernels.plan(rq, node_id, False, picks)
+                ok, reasons, _cost, _pack, _core = self.kernels.plan(rq, node_id, False, picks)
             if not ok:
                 code = Code.UNSCHEDULABLE if reasons & RESOLVABLE else Code.UNSCHEDULABLE_AND_UNRESOLVABLE
                 return Rejection(node, code, int(reasons), f"node {node}: {describe(int(reasons))}")

@@ -22,7 +22,11 @@ How one node is planned (``Kernels.plan``):
    slot (0), then free slices (1), then slices that need idle instances destroyed (2);
    ``fits``/``scores`` ignore idle instances and take the tables' best slot.
 4. The node's score mixes how full the node is after the placement (binpack) or how empty
-   (spread) with, for cost-based policies, how little the placement costs.
+   (spread) with, for cost-based policies, how little the placement costs. For a request
+   that may take either kind, nodes where it gets MIG instances score in the upper half and
+   nodes where it gets hami-core shares in the lower half: the within-node preference
+   (MIG first) holds across nodes too, and hami-core capacity stays for what MIG cannot
+   serve.
 """
 
 from __future__ import annotations
@@ -100,14 +104,15 @@ class Kernels:
     def plan(self, rq: S.RequestArrays, node: int, use_idle: bool, picks: list | None):
         """Plan the whole request on one node without changing state.
 
-        Returns ``(ok, reasons, cost, pack_pm)``; appends ``(ctr, row, slot, mem, cores)``
+        Returns ``(ok, reasons, cost, pack_pm, on_core)`` (``on_core``: some container got
+        hami-core shares); appends ``(ctr, row, slot, mem, cores)``
         to ``picks`` when given (slot -1 for a hami-core share).
         """
         st, tb = self.st, self.tb
         first, count = int(st.n_first[node]), int(st.n_count[node])
         live = [i for i in range(count) if st.g_kind[first + i] != S.DEAD]
         if not live:
-            return False, int(Reason.NO_GPUS), 0, 0
+            return False, int(Reason.NO_GPUS), 0, 0, False
         inuse = [int(st.g_inuse[first + i]) for i in range(count)]
         idle = [int(st.g_idle[first + i]) for i in range(count)]
         slots = [int(st.g_slots[first + i]) for i in range(count)]
@@ -118,6 +123,7 @@ class Kernels:
         for i in live:
             reasons |= elig[i]
         total_cost = 0
+        on_core = False
         for ci in range(rq.n_ctr):
             n = int(rq.ctr_count[ci])
             placed = False
@@ -177,12 +183,13 @@ class Kernels:
             if not placed and rq.allow_core:
                 placed, why = self._place_core(rq, ci, n, first, live, elig, slots, umem, ucores, picks)
                 reasons |= why
+                on_core = on_core or placed
             if not placed:
-                return False, reasons, 0, 0
+                return False, reasons, 0, 0, False
         pack = 0
         for i in live:
             pack += self._usage_pm(first + i, inuse[i], umem[i])
-        return True, 0, total_cost, pack // len(live)
+        return True, 0, total_cost, pack // len(live), on_core
 
     def _take(self, m: int, layout: int, idle: int, k: int) -> tuple[int, int]:
         """Slot k goes in use; idle instances it reuses or overlaps leave the idle layout."""
@@ -245,7 +252,7 @@ class Kernels:
         from hami._core.results import RESOLVABLE
 
         for j in range(len(nodes)):
-            ok, reasons, cost, pack = self.plan(rq, int(nodes[j]), False, None)
+            ok, reasons, cost, pack, on_core = self.plan(rq, int(nodes[j]), False, None)
             if not ok:
                 out_code[j] = 1 if reasons & RESOLVABLE else 2
                 out_reason[j] = reasons
@@ -253,9 +260,15 @@ class Kernels:
                 continue
             out_code[j] = 0
             out_reason[j] = 0
-            out_score[j] = self._score(rq, cost, pack)
+            out_score[j] = self._score(rq, cost, pack, on_core)
 
-    def _score(self, rq: S.RequestArrays, cost: int, pack: int) -> int:
+    def _score(self, rq: S.RequestArrays, cost: int, pack: int, on_core: bool) -> int:
+        score = self._placement_score(rq, cost, pack)
+        if rq.allow_mig and rq.allow_core:  # the unified pool: MIG nodes rank above shares
+            score = score // 2 + (0 if on_core else 50)
+        return score
+
+    def _placement_score(self, rq: S.RequestArrays, cost: int, pack: int) -> int:
         if self.policy == S.FIRST_FIT:
             return 100
         score = pack if rq.node_binpack else 1000 - pack

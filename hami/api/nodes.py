@@ -157,7 +157,8 @@ def encode_node_register(devices: Iterable[NodeDevice]) -> str:
 
 
 def decode_node_register(value: str) -> tuple[NodeDevice, ...]:
-    """Either form: JSON (v2.8+) when the value starts with `[`, else the colon form (v2.5-v2.7).
+    """Either form: JSON (v2.8+) when the value starts with `[` (or `{`, to report it), else the
+    colon form (v2.5-v2.7).
 
     An empty value means no devices. Duplicate GPU ids are rejected (HAMi does not check; two rows
     for one uuid would corrupt the scheduler's per-GPU state).

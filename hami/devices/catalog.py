@@ -318,120 +318,78 @@ def _model(
 
 AMP, HOP, BW = Architecture.AMPERE, Architecture.HOPPER, Architecture.BLACKWELL
 
+# fmt: off
+# Columns: key, NVML name, total MiB (MIG off), architecture, compute capability, PCI device id,
+# MIG spec, config aliases, then per-fact provenance overrides.
 MIG_MODELS: tuple[GpuModel, ...] = (
     _model("A30", "NVIDIA A30", 24576, AMP, (8, 0), 0x20B7, A30_SPEC, ("A30-24GB",), nvml_name=O),
-    _model(
-        "A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB", 40537, AMP, (8, 0), 0x20B0, A100_40GB_SPEC,
-        ("A100-40GB-SXM4", "A100-SXM-40GB"), nvml_name=O, memory_mib=O,
-    ),
-    _model(
-        "A100-PCIE-40GB", "NVIDIA A100-PCIE-40GB", 40537, AMP, (8, 0), 0x20F1, A100_40GB_SPEC,
-        ("A100-40GB-PCIe",),
-    ),
-    _model(
-        "A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", 81920, AMP, (8, 0), 0x20B2, A100_80GB_SPEC,
-        ("A100-80GB-SXM4", "A100-SXM-80GB"), nvml_name=O,
-    ),
-    _model(
-        "A100-PCIE-80GB", "NVIDIA A100 80GB PCIe", 81920, AMP, (8, 0), 0x20B5, A100_80GB_SPEC,
-        ("A100-80GB-PCIe",), nvml_name=O,
-    ),
+    _model("A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB", 40537, AMP, (8, 0), 0x20B0, A100_40GB_SPEC,
+           ("A100-40GB-SXM4", "A100-SXM-40GB"), nvml_name=O, memory_mib=O),
+    _model("A100-PCIE-40GB", "NVIDIA A100-PCIE-40GB", 40537, AMP, (8, 0), 0x20F1, A100_40GB_SPEC,
+           ("A100-40GB-PCIe",)),
+    _model("A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", 81920, AMP, (8, 0), 0x20B2, A100_80GB_SPEC,
+           ("A100-80GB-SXM4", "A100-SXM-80GB"), nvml_name=O),
+    _model("A100-PCIE-80GB", "NVIDIA A100 80GB PCIe", 81920, AMP, (8, 0), 0x20B5, A100_80GB_SPEC,
+           ("A100-80GB-PCIe",), nvml_name=O),
     # A800: export variants of the A100 (same chip); MIG tables assumed identical.
-    _model(
-        "A800-SXM4-40GB", "NVIDIA A800-SXM4-40GB", 40537, AMP, (8, 0), 0x20BD, A100_40GB_SPEC,
-        profiles=I, placements=I,
-    ),
-    _model(
-        "A800-SXM4-80GB", "NVIDIA A800-SXM4-80GB", 81920, AMP, (8, 0), 0x20F3, A100_80GB_SPEC,
-        profiles=I, placements=I, memory_mib=O,
-    ),
-    _model(
-        "A800-PCIE-80GB", "NVIDIA A800 80GB PCIe", 81920, AMP, (8, 0), 0x20F5, A100_80GB_SPEC,
-        ("A800-80GB-PCIe",), profiles=I, placements=I,
-    ),
-    _model(
-        "H100-SXM5-80GB", "NVIDIA H100 80GB HBM3", 81559, HOP, (9, 0), 0x2330, H100_80GB_SPEC,
-        ("H100-SXM5", "H100-SXM", "H100-80GB-SXM5"), nvml_name=O, memory_mib=O,
-    ),
-    _model(
-        "H100-PCIE-80GB", "NVIDIA H100 PCIe", 81559, HOP, (9, 0), 0x2331, H100_80GB_SPEC,
-        ("H100-80GB-PCIe",), nvml_name=O,
-    ),
+    _model("A800-SXM4-40GB", "NVIDIA A800-SXM4-40GB", 40537, AMP, (8, 0), 0x20BD, A100_40GB_SPEC,
+           (), profiles=I, placements=I),
+    _model("A800-SXM4-80GB", "NVIDIA A800-SXM4-80GB", 81920, AMP, (8, 0), 0x20F3, A100_80GB_SPEC,
+           (), profiles=I, placements=I, memory_mib=O),
+    _model("A800-PCIE-80GB", "NVIDIA A800 80GB PCIe", 81920, AMP, (8, 0), 0x20F5, A100_80GB_SPEC,
+           ("A800-80GB-PCIe",), profiles=I, placements=I),
+    _model("H100-SXM5-80GB", "NVIDIA H100 80GB HBM3", 81559, HOP, (9, 0), 0x2330, H100_80GB_SPEC,
+           ("H100-SXM5", "H100-SXM", "H100-80GB-SXM5"), nvml_name=O, memory_mib=O),
+    _model("H100-PCIE-80GB", "NVIDIA H100 PCIe", 81559, HOP, (9, 0), 0x2331, H100_80GB_SPEC,
+           ("H100-80GB-PCIe",), nvml_name=O),
     # The 94GB SXM5/PCIe boards share the NVL's profile set; HAMi's chart calls them H100-*-94GB.
-    _model(
-        "H100-NVL", "NVIDIA H100 NVL", 95830, HOP, (9, 0), 0x2321, H100_94GB_SPEC,
-        ("H100-NVL-94GB", "H100-94GB", "H100-SXM5-94GB", "H100-PCIE-94GB"), nvml_name=O, memory_mib=O,
-    ),
+    _model("H100-NVL", "NVIDIA H100 NVL", 95830, HOP, (9, 0), 0x2321, H100_94GB_SPEC,
+           ("H100-NVL-94GB", "H100-94GB", "H100-SXM5-94GB", "H100-PCIE-94GB"), nvml_name=O, memory_mib=O),
     # H800: export variant of the H100 80GB; MIG tables assumed identical.
-    _model(
-        "H800-SXM5-80GB", "NVIDIA H800", 81559, HOP, (9, 0), 0x2324, H100_80GB_SPEC,
-        ("H800-SXM5", "H800-SXM"), profiles=I, placements=I,
-    ),
-    _model(
-        "H800-PCIE-80GB", "NVIDIA H800 PCIe", 81559, HOP, (9, 0), 0x2322, H100_80GB_SPEC,
-        ("H800-80GB-PCIe",), profiles=I, placements=I,
-    ),
+    _model("H800-SXM5-80GB", "NVIDIA H800", 81559, HOP, (9, 0), 0x2324, H100_80GB_SPEC,
+           ("H800-SXM5", "H800-SXM"), profiles=I, placements=I),
+    _model("H800-PCIE-80GB", "NVIDIA H800 PCIe", 81559, HOP, (9, 0), 0x2322, H100_80GB_SPEC,
+           ("H800-80GB-PCIe",), profiles=I, placements=I),
     _model("H20", "NVIDIA H20", 97871, HOP, (9, 0), 0x2329, H100_96GB_SPEC, ("H20-96GB",)),
-    # One chip, two board names (480GB / 120GB = the Grace memory), same PCI id and H100 96GB.
-    _model(
-        "GH200-96GB", "NVIDIA GH200 480GB", 97871, HOP, (9, 0), 0x2342, H100_96GB_SPEC,
-        ("NVIDIA GH200 120GB", "GH200-480GB", "GH200-120GB", "H100-96GB"), nvml_name=O,
-    ),
-    _model(
-        "GH200-144GB", "NVIDIA GH200 144G HBM3e", 146831, HOP, (9, 0), 0x2348, GH200_144GB_SPEC,
-        ("GH200-144G", "GH200-144G-HBM3e"), nvml_name=O, memory_mib=O,
-    ),
-    _model(
-        "H200-SXM", "NVIDIA H200", 143771, HOP, (9, 0), 0x2335, H200_SPEC,
-        ("H200-SXM5", "H200-SXM5-141GB", "H200-SXM-141GB"), nvml_name=O,
-    ),
-    _model(
-        "H200-NVL", "NVIDIA H200 NVL", 143771, HOP, (9, 0), 0x233B, H200_SPEC,
-        ("H200-NVL-141GB",), nvml_name=O, memory_mib=O,
-    ),
+    # One chip, two board names (480GB / 120GB = the Grace memory), same PCI id, H100 96GB set.
+    _model("GH200-96GB", "NVIDIA GH200 480GB", 97871, HOP, (9, 0), 0x2342, H100_96GB_SPEC,
+           ("NVIDIA GH200 120GB", "GH200-480GB", "GH200-120GB", "H100-96GB"), nvml_name=O),
+    _model("GH200-144GB", "NVIDIA GH200 144G HBM3e", 146831, HOP, (9, 0), 0x2348, GH200_144GB_SPEC,
+           ("GH200-144G", "GH200-144G-HBM3e"), nvml_name=O, memory_mib=O),
+    _model("H200-SXM", "NVIDIA H200", 143771, HOP, (9, 0), 0x2335, H200_SPEC,
+           ("H200-SXM5", "H200-SXM5-141GB", "H200-SXM-141GB"), nvml_name=O),
+    _model("H200-NVL", "NVIDIA H200 NVL", 143771, HOP, (9, 0), 0x233B, H200_SPEC,
+           ("H200-NVL-141GB",), nvml_name=O, memory_mib=O),
     # B200 also ships as PCI device 0x2909 with the same name.
     _model("B200", "NVIDIA B200", 183359, BW, (10, 0), 0x2901, B200_SPEC, (), nvml_name=O),
-    _model("GB200", "NVIDIA GB200", 189471, BW, (10, 0), 0x2941, GB200_SPEC, nvml_name=O),
-    _model(
-        "RTX-PRO-6000-SERVER", "NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887, BW, (12, 0), 0x2BB5,
-        RTX_PRO_6000_SPEC, ("RTX PRO 6000 Blackwell Server",),
-    ),
-    _model(
-        "RTX-PRO-6000-WS", "NVIDIA RTX PRO 6000 Blackwell Workstation Edition", 97887, BW, (12, 0), 0x2BB1,
-        RTX_PRO_6000_SPEC, ("RTX-PRO-6000-Workstation",),
-    ),
-    _model(
-        "RTX-PRO-6000-MAXQ", "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", 97887, BW, (12, 0),
-        0x2BB4, RTX_PRO_6000_SPEC, ("RTX-PRO-6000-Max-Q",),
-    ),
+    _model("GB200", "NVIDIA GB200", 189471, BW, (10, 0), 0x2941, GB200_SPEC, (), nvml_name=O),
+    _model("RTX-PRO-6000-SERVER", "NVIDIA RTX PRO 6000 Blackwell Server Edition", 97887, BW, (12, 0),
+           0x2BB5, RTX_PRO_6000_SPEC, ("RTX PRO 6000 Blackwell Server",)),
+    _model("RTX-PRO-6000-WS", "NVIDIA RTX PRO 6000 Blackwell Workstation Edition", 97887, BW, (12, 0),
+           0x2BB1, RTX_PRO_6000_SPEC, ("RTX-PRO-6000-Workstation",)),
+    _model("RTX-PRO-6000-MAXQ", "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", 97887, BW,
+           (12, 0), 0x2BB4, RTX_PRO_6000_SPEC, ("RTX-PRO-6000-Max-Q",)),
 )
 
 # Software-shared (hami-core) only. Memory as NVML reports it with MIG off, from public
 # nvidia-smi output (INFERRED unless noted); V100 PCI ids are not in NVIDIA's open-module list.
 AMPERE_CC86 = (8, 6)
-ADA_CC = (8, 9)
+ADA, TURING, VOLTA = Architecture.ADA, Architecture.TURING, Architecture.VOLTA
 NON_MIG_MODELS: tuple[GpuModel, ...] = (
     _model("A10", "NVIDIA A10", 23028, AMP, AMPERE_CC86, 0x2236),
     _model("A10G", "NVIDIA A10G", 23028, AMP, AMPERE_CC86, 0x2237),
     _model("A40", "NVIDIA A40", 46068, AMP, AMPERE_CC86, 0x2235),
-    _model("T4", "Tesla T4", 15360, Architecture.TURING, (7, 5), 0x1EB8, memory_mib=O, pci_device_id=I),
-    _model("L4", "NVIDIA L4", 23034, Architecture.ADA, ADA_CC, 0x27B8),
-    _model("L40", "NVIDIA L40", 46068, Architecture.ADA, ADA_CC, 0x26B5),
-    _model("L40S", "NVIDIA L40S", 46068, Architecture.ADA, ADA_CC, 0x26B9),
-    _model("RTX-4090", "NVIDIA GeForce RTX 4090", 24564, Architecture.ADA, ADA_CC, 0x2684, None, ("RTX 4090",)),
-    _model(
-        "V100-SXM2-16GB", "Tesla V100-SXM2-16GB", 16384, Architecture.VOLTA, (7, 0), 0x1DB1, pci_device_id=I
-    ),
-    _model(
-        "V100-SXM2-32GB", "Tesla V100-SXM2-32GB", 32768, Architecture.VOLTA, (7, 0), 0x1DB5, pci_device_id=I
-    ),
-    _model(
-        "V100-PCIE-16GB", "Tesla V100-PCIE-16GB", 16384, Architecture.VOLTA, (7, 0), 0x1DB4, pci_device_id=I
-    ),
-    _model(
-        "V100-PCIE-32GB", "Tesla V100-PCIE-32GB", 32768, Architecture.VOLTA, (7, 0), 0x1DB6, pci_device_id=I
-    ),
+    _model("T4", "Tesla T4", 15360, TURING, (7, 5), 0x1EB8, None, (), memory_mib=O, pci_device_id=I),
+    _model("L4", "NVIDIA L4", 23034, ADA, (8, 9), 0x27B8),
+    _model("L40", "NVIDIA L40", 46068, ADA, (8, 9), 0x26B5),
+    _model("L40S", "NVIDIA L40S", 46068, ADA, (8, 9), 0x26B9),
+    _model("RTX-4090", "NVIDIA GeForce RTX 4090", 24564, ADA, (8, 9), 0x2684, None, ("RTX 4090",)),
+    _model("V100-SXM2-16GB", "Tesla V100-SXM2-16GB", 16384, VOLTA, (7, 0), 0x1DB1, pci_device_id=I),
+    _model("V100-SXM2-32GB", "Tesla V100-SXM2-32GB", 32768, VOLTA, (7, 0), 0x1DB5, pci_device_id=I),
+    _model("V100-PCIE-16GB", "Tesla V100-PCIE-16GB", 16384, VOLTA, (7, 0), 0x1DB4, pci_device_id=I),
+    _model("V100-PCIE-32GB", "Tesla V100-PCIE-32GB", 32768, VOLTA, (7, 0), 0x1DB6, pci_device_id=I),
 )
+# fmt: on
 
 MODELS: tuple[GpuModel, ...] = MIG_MODELS + NON_MIG_MODELS
 """Every model of the built-in catalog, MIG-capable ones first, in a stable order."""

@@ -243,14 +243,18 @@ def _profile_name(value: Any, where: str) -> str:
     try:
         naming.parse_profile_name(name)
     except ValueError:
-        raise _fail(where, f"malformed MIG profile name {value!r} (expected <N>g.<X>gb[+attr])", fix) from None
+        raise _fail(
+            where, f"malformed MIG profile name {value!r} (expected <N>g.<X>gb[+attr])", fix
+        ) from None
     return name
 
 
 def _warn_unknown_keys(block: Mapping[str, Any], known: set[str], where: str) -> None:
     for key in block:
         if key not in known:
-            log.warning("device config: %s: unknown key %r ignored (known: %s)", where, key, ", ".join(sorted(known)))
+            log.warning(
+                "device config: %s: unknown key %r ignored (known: %s)", where, key, ", ".join(sorted(known))
+            )
 
 
 def _parse_entry(raw: Any, where: str) -> GeometryEntry:
@@ -264,7 +268,9 @@ def _parse_entry(raw: Any, where: str) -> GeometryEntry:
     if memory is not None:
         memory = _as_int(memory, f"{where}.memory", "give the profile's memory in MiB, e.g. 10240")
         if memory < 0:
-            raise _fail(f"{where}.memory", f"must be ≥ 0 MiB, got {memory}", "give the profile's memory in MiB")
+            raise _fail(
+                f"{where}.memory", f"must be ≥ 0 MiB, got {memory}", "give the profile's memory in MiB"
+            )
     if "count" not in entry:
         raise _fail(where, "missing `count`", "give how many instances of the profile the geometry holds")
     count = _as_int(entry["count"], f"{where}.count", "give a whole number of instances ≥ 1")
@@ -305,7 +311,11 @@ def _parse_geometry_rules(raw: Any) -> tuple[MigGeometryRule, ...]:
             seen: set[str] = set()
             for e in entries:
                 if e.name in seen:
-                    raise _fail(gw, f"profile {e.name} is listed twice", "merge the lines into one with the total count")
+                    raise _fail(
+                        gw,
+                        f"profile {e.name} is listed twice",
+                        "merge the lines into one with the total count",
+                    )
                 seen.add(e.name)
             geometries.append(entries)
         rules.append(MigGeometryRule(models=models, allowed_geometries=tuple(geometries)))
@@ -362,7 +372,11 @@ def _parse_nvidia(block: Mapping[str, Any]) -> NvidiaConfig:
             number = _as_float(value, where, fix) if is_float else _as_int(value, where, fix)
             too_low = low is not None and (number <= low if is_float else number < low)
             if too_low or (high is not None and number > high):
-                bound = f"> {low:g}" if is_float else f"≥ {low:g}" + (f" and ≤ {high:g}" if high is not None else "")
+                bound = (
+                    f"> {low:g}"
+                    if is_float
+                    else f"≥ {low:g}" + (f" and ≤ {high:g}" if high is not None else "")
+                )
                 raise _fail(where, f"must be {bound}, got {value!r}", fix)
             values[name] = number
     return NvidiaConfig(**values)
@@ -398,7 +412,9 @@ def load_device_config(
     if block is None:
         stray = sorted(k for k in data if k in _CAMEL)
         if stray:
-            log.warning("device config: %s found at the top level; they belong under `nvidia:`", ", ".join(stray))
+            log.warning(
+                "device config: %s found at the top level; they belong under `nvidia:`", ", ".join(stray)
+            )
         nvidia = NvidiaConfig()
     else:
         nvidia = _parse_nvidia(_as_mapping(block, "nvidia", "put the NVIDIA settings in a mapping"))
@@ -447,6 +463,20 @@ def _misfit_reason(model: GpuModel, counts: dict[str, int]) -> str:
     return f"no arrangement at {model.key}'s legal start slices avoids overlap"
 
 
+def _show(counts: Mapping[str, int]) -> str:
+    return " + ".join(f"{c}×{n}" for n, c in counts.items())
+
+
+def _legal_examples(model: GpuModel, counts: Mapping[str, int]) -> str:
+    """Up to three full legal layouts that use the same profiles, as a hint."""
+    spec = model.mig
+    assert spec is not None
+    names = set(counts)
+    pool = layouts.maximal_layouts(spec, [p for p in spec.profiles if p.is_base or p.name in names])
+    fitting = [c for c in pool if names <= set(c)][:3]
+    return f", e.g. {' or '.join(_show(c) for c in fitting)}" if fitting else ""
+
+
 def _check_geometry_rule(rule: MigGeometryRule, r: int, model: GpuModel) -> None:
     spec = model.mig
     assert spec is not None
@@ -459,27 +489,41 @@ def _check_geometry_rule(rule: MigGeometryRule, r: int, model: GpuModel) -> None
             if alias:
                 log.warning(
                     "device config: knownMigGeometries[%d] geometry %d: profile %s is taken as %s's %s "
-                    "(alias; write %s to silence this)", r, g, entry.name, model.key, profile.name, profile.name,
+                    "(alias; write %s to silence this)",
+                    r,
+                    g,
+                    entry.name,
+                    model.key,
+                    profile.name,
+                    profile.name,
                 )
             if profile.name in counts:
                 raise _fail(
-                    where, f"{entry.name} and another line both denote {profile.name}", "merge them into one line"
+                    where,
+                    f"{entry.name} and another line both denote {profile.name}",
+                    "merge them into one line",
                 )
             counts[profile.name] = entry.count
             if entry.memory is not None:
                 first = memory_of.setdefault(profile.name, (entry.memory, g))
                 if first[0] != entry.memory:
                     log.warning(
-                        "device config: knownMigGeometries[%d]: %s on %s has memory %d MiB in geometry %d but "
-                        "%d MiB in geometry %d; using %d", r, profile.name, model.key, first[0], first[1],
-                        entry.memory, g, first[0],
+                        "device config: knownMigGeometries[%d]: %s on %s has memory %d MiB in geometry %d "
+                        "but %d MiB in geometry %d; using %d",
+                        r,
+                        profile.name,
+                        model.key,
+                        first[0],
+                        first[1],
+                        entry.memory,
+                        g,
+                        first[0],
                     )
         if not layouts.is_valid(spec, counts):
-            shown = " + ".join(f"{c}×{n}" for n, c in counts.items())
             raise _fail(
                 where,
-                f"{shown} is not a legal MIG layout ({_misfit_reason(model, counts)})",
-                "change the counts so the instances fit on one GPU (see `hami inspect` for legal layouts)",
+                f"{_show(counts)} is not a legal MIG layout ({_misfit_reason(model, counts)})",
+                "change the counts so the instances fit on one GPU" + _legal_examples(model, counts),
             )
 
 
@@ -490,7 +534,12 @@ def _check_allowlist_rule(rule: AllowlistRule, r: int, model: GpuModel) -> None:
         if alias:
             log.warning(
                 "device config: migProfileAllowlist[%d]: profile %s is taken as %s's %s (alias; write %s to "
-                "silence this)", r, name, model.key, profile.name, profile.name,
+                "silence this)",
+                r,
+                name,
+                model.key,
+                profile.name,
+                profile.name,
             )
 
 
@@ -506,19 +555,30 @@ def _check_rule_models(kind: str, rules: Sequence[Any], models: tuple[GpuModel, 
             selected = [m for m in pool if naming.model_matches(text, m, models)]
             if not selected:
                 log.warning(
-                    "device config: %s[%d]: model %r matches no GPU model we know; the rule cannot apply until "
-                    "the model is added to hami/devices/catalog.py", kind, r, text,
+                    "device config: %s[%d]: model %r matches no GPU model we know; the rule cannot apply "
+                    "until the model is added to hami/devices/catalog.py",
+                    kind,
+                    r,
+                    text,
                 )
             elif not any(m.mig_capable for m in selected):
                 log.warning(
-                    "device config: %s[%d]: model %r selects only GPUs without MIG (%s)", kind, r, text,
+                    "device config: %s[%d]: model %r selects only GPUs without MIG (%s)",
+                    kind,
+                    r,
+                    text,
                     ", ".join(m.key for m in selected),
                 )
-        chosen = [m for m in pool if m.mig_capable and any(naming.model_matches(s, m, models) for s in rule.models)]
+        chosen = [
+            m for m in pool if m.mig_capable and any(naming.model_matches(s, m, models) for s in rule.models)
+        ]
         if chosen and all(owner[m.key] != r for m in chosen):
             log.warning(
                 "device config: %s[%d]: every model it selects (%s) is governed by an earlier rule; it never "
-                "applies", kind, r, ", ".join(m.key for m in chosen),
+                "applies",
+                kind,
+                r,
+                ", ".join(m.key for m in chosen),
             )
 
 

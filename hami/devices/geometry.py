@@ -20,8 +20,10 @@ Allowed geometries of a model (`allowed_geometries`):
      instances of the larger profiles first (profiles compared from 7g down to 1g).
   Step 2 is what lets different sizes share a GPU out of the box: on an A100-80GB a 1g.10gb and
   a 3g.40gb job coexist through 3g + 2g + 1g + 1g, which none of the seed's four geometries holds.
-  Every legal layout is inside some maximal one, so with the default no placement is ever refused
-  for want of a geometry; the seed's four still win whenever they can hold the GPU's instances.
+  Every legal layout of base profiles is inside some maximal one, so with the default no such
+  placement is refused for want of a geometry; the seed's four still win whenever they can hold
+  the GPU's instances. (`+me` and other variants are in no default geometry: they are placed only
+  when a config geometry names them.)
 
 Nominal memory (`nominal_memory`, ARCHITECTURE §7): a profile's size for matching requests is the
 config's `memory` for it in the rule that governs the model (first value wins), else the GB in
@@ -125,7 +127,9 @@ def default_geometries(model: GpuModel) -> tuple[Geometry, ...]:
     return seeds + tuple(g for g in tail if g.counts not in listed)
 
 
-def _config_rule(model: GpuModel, config: config_mod.NvidiaConfig | None) -> config_mod.MigGeometryRule | None:
+def _config_rule(
+    model: GpuModel, config: config_mod.NvidiaConfig | None
+) -> config_mod.MigGeometryRule | None:
     if config is None or not config.known_mig_geometries:
         return None
     found = config_mod.rule_for(model, config.known_mig_geometries)
@@ -136,10 +140,14 @@ def _resolve(model: GpuModel, name: str) -> str:
     try:
         return naming.resolve_profile(model, name)[0].name
     except errors.UnknownProfileError as exc:
-        raise errors.ConfigError(f"device config: {exc}; fix knownMigGeometries / migProfileAllowlist") from None
+        raise errors.ConfigError(
+            f"device config: {exc}; fix knownMigGeometries / migProfileAllowlist"
+        ) from None
 
 
-def allowed_geometries(model: GpuModel, config: config_mod.NvidiaConfig | None = None) -> tuple[Geometry, ...]:
+def allowed_geometries(
+    model: GpuModel, config: config_mod.NvidiaConfig | None = None
+) -> tuple[Geometry, ...]:
     """The geometries a GPU of `model` may take, in preference order (module docstring).
 
     Raises ConfigError for a model without MIG, or for a config rule naming a profile the model
@@ -186,7 +194,10 @@ CHART_DEFAULT_ALLOWLIST: tuple[config_mod.AllowlistRule, ...] = tuple(
     for models, profiles in (
         (("A30",), ("1g.6gb", "2g.12gb", "4g.24gb")),
         (("A100-SXM4-40GB", "A100-40GB-PCIe", "A100-PCIE-40GB"), ("1g.5gb", "2g.10gb", "3g.20gb", "7g.40gb")),
-        (("A100-SXM4-80GB", "A100-80GB-PCIe", "A100-PCIE-80GB"), ("1g.10gb", "2g.20gb", "3g.40gb", "7g.79gb")),
+        (
+            ("A100-SXM4-80GB", "A100-80GB-PCIe", "A100-PCIE-80GB"),
+            ("1g.10gb", "2g.20gb", "3g.40gb", "7g.79gb"),
+        ),
         (("H100-PCIE-80GB", "H100-SXM5-80GB"), ("1g.10gb", "2g.20gb", "3g.40gb", "7g.80gb")),
         (("H100-SXM5-94GB", "H100-PCIE-94GB"), ("1g.12gb", "2g.24gb", "3g.47gb", "7g.94gb")),
         (("H20", "H100-96GB"), ("1g.12gb", "2g.24gb", "3g.48gb", "7g.96gb")),

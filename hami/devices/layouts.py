@@ -52,7 +52,9 @@ def _positioned(spec: MigSpec, names: tuple[str, ...]) -> tuple[PositionedLayout
     profiles = [spec.profile(n) for n in names]
     for p in profiles:
         if any(s < 0 or s + p.memory_slices > spec.memory_slices for s in p.placements):
-            raise ValueError(f"profile {p.name} has a placement outside the GPU's {spec.memory_slices} slices")
+            raise ValueError(
+                f"profile {p.name} has a placement outside the GPU's {spec.memory_slices} slices"
+            )
     by_start: list[list[MigProfile]] = [
         [p for p in profiles if s in p.placements] for s in range(spec.memory_slices)
     ]
@@ -136,7 +138,7 @@ def _maximal(spec: MigSpec, names: tuple[str, ...]) -> tuple[tuple[int, ...], ..
     valid = set(vectors)
 
     def grows(v: tuple[int, ...]) -> bool:
-        return any(v[:i] + (v[i] + 1,) + v[i + 1 :] in valid for i in range(len(v)))
+        return any((*v[:i], v[i] + 1, *v[i + 1 :]) in valid for i in range(len(v)))
 
     return tuple(v for v in vectors if not grows(v))
 

@@ -31,6 +31,8 @@ class Architecture(enum.IntEnum):
 
 
 _PROFILE_NAME = re.compile(r"^(?P<g>\d+)g\.(?P<gb>\d+)gb(?P<attrs>(?:[+-][a-z.]+)*)$")
+PROFILE_NAME_RE = _PROFILE_NAME
+"""`<N>g.<X>gb[+attr…]` with groups g, gb, attrs; the one grammar of MIG profile names."""
 
 
 @dataclass(frozen=True)

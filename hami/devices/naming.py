@@ -37,7 +37,7 @@ import re
 from collections.abc import Iterable
 
 from hami.devices import catalog, errors
-from hami.devices.models import _PROFILE_NAME, GpuModel, MigProfile
+from hami.devices.models import PROFILE_NAME_RE, GpuModel, MigProfile
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
 _PREFIX = re.compile(r"^(?:nvidia-|tesla-)+")
@@ -133,13 +133,17 @@ def selected_models(
 
 def parse_profile_name(name: str) -> tuple[int, int, tuple[str, ...]]:
     """(compute slices, GB, attributes) of `<N>g.<X>gb[+attr…]`; ValueError when malformed."""
-    match = _PROFILE_NAME.match(name)
+    match = PROFILE_NAME_RE.match(name)
     if not match:
         raise ValueError(
             f"malformed MIG profile name {name!r}: expected <N>g.<X>gb with optional attributes, "
             "e.g. 1g.10gb, 3g.40gb, 1g.10gb+me"
         )
-    return int(match.group("g")), int(match.group("gb")), tuple(re.findall(r"[+-][a-z.]+", match.group("attrs")))
+    return (
+        int(match.group("g")),
+        int(match.group("gb")),
+        tuple(re.findall(r"[+-][a-z.]+", match.group("attrs"))),
+    )
 
 
 def alias_tolerance_gb(hardware_gb: int) -> int:

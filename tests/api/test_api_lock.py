@@ -47,11 +47,17 @@ def test_expiry_is_strictly_older_than_ttl():
 
 
 @given(
-    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9000, 1, 1),
-                 timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=45)),
-                                            timezone(timedelta(hours=-8))])),
-    st.one_of(st.none(), st.tuples(st.text("abc-019", min_size=1, max_size=20),
-                                   st.text("xyz.-789", min_size=1, max_size=30))),
+    st.datetimes(
+        min_value=datetime(1970, 1, 1),
+        max_value=datetime(9000, 1, 1),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=45)), timezone(timedelta(hours=-8))]
+        ),
+    ),
+    st.one_of(
+        st.none(),
+        st.tuples(st.text("abc-019", min_size=1, max_size=20), st.text("xyz.-789", min_size=1, max_size=30)),
+    ),
 )
 def test_round_trip(moment, owner):
     lock = NodeLock(moment.replace(microsecond=0), *(owner or (None, None)))
@@ -96,4 +102,8 @@ def test_annotation_error_pickles():
     except AnnotationError as err:
         again = pickle.loads(pickle.dumps(err))
         assert (again.annotation, again.part, again.problem, str(again)) == (
-            err.annotation, err.part, err.problem, str(err))
+            err.annotation,
+            err.part,
+            err.problem,
+            str(err),
+        )

@@ -13,7 +13,8 @@ MIG = "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"
 
 # What the scheduler writes at bind, then what the agent writes after realising the instance.
 RESERVED = (
-    '[{"containerIndex":1,"deviceIndex":0,"gpuUUID":"GPU-a","profile":"2g.20gb","placement":{"start":4,"size":2}}]'
+    '[{"containerIndex":1,"deviceIndex":0,"gpuUUID":"GPU-a","profile":"2g.20gb",'
+    '"placement":{"start":4,"size":2}}]'
 )
 REALISED = (
     '[{"containerIndex":1,"deviceIndex":0,"gpuUUID":"GPU-a","profile":"2g.20gb","placement":{"start":4,"size":2},'
@@ -56,8 +57,9 @@ def allocation_lists(draw):
     realised = []
     for a in out:
         if draw(st.booleans()):
-            a = a.with_runtime(f"MIG-{draw(st.uuids())}", draw(st.integers(0, 2**32 - 1)),
-                               draw(st.integers(0, 2**32 - 1)))
+            a = a.with_runtime(
+                f"MIG-{draw(st.uuids())}", draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1))
+            )
         realised.append(a)
     return tuple(realised)
 
@@ -111,8 +113,13 @@ def test_rule_zero_size_placement():
 
 @pytest.mark.parametrize(
     "missing",
-    [("migUUID",), ("gpuInstanceID",), ("computeInstanceID",), ("migUUID", "gpuInstanceID"),
-     ("gpuInstanceID", "computeInstanceID")],
+    [
+        ("migUUID",),
+        ("gpuInstanceID",),
+        ("computeInstanceID",),
+        ("migUUID", "gpuInstanceID"),
+        ("gpuInstanceID", "computeInstanceID"),
+    ],
 )
 def test_rule_partial_runtime_identity(missing):
     _reject(_with(**dict.fromkeys(missing)), "partial runtime identity")
@@ -121,7 +128,9 @@ def test_rule_partial_runtime_identity(missing):
 def test_rule_duplicate_container_device():
     first = json.loads(RESERVED)[0]
     second = first | {"gpuUUID": "GPU-b"}
-    _reject(json.dumps([first, second]), "duplicate reservation for container 1 device 0", part="allocation 1")
+    _reject(
+        json.dumps([first, second]), "duplicate reservation for container 1 device 0", part="allocation 1"
+    )
 
 
 def test_json_shape_errors():

@@ -31,8 +31,11 @@ from hami.api.codecs import (
 @pytest.mark.parametrize(
     ("value", "kind", "stamp"),
     [
-        ("Reported 2024-01-02 15:04:05.123456789 +0800 CST m=+12.345", HandshakeKind.REPORTED,
-         "2024-01-02 15:04:05.123456789 +0800 CST m=+12.345"),
+        (
+            "Reported 2024-01-02 15:04:05.123456789 +0800 CST m=+12.345",
+            HandshakeKind.REPORTED,
+            "2024-01-02 15:04:05.123456789 +0800 CST m=+12.345",
+        ),
         ("Requesting_2024-01-02 15:04:05", HandshakeKind.REQUESTING, "2024-01-02 15:04:05"),
         ("Deleted_2024-01-02 15:04:05", HandshakeKind.DELETED, "2024-01-02 15:04:05"),
     ],
@@ -56,14 +59,17 @@ def test_handshake_builders():
     now = datetime(2024, 1, 2, 15, 4, 5, 120000, UTC)
     assert encode_handshake(Handshake.reported(now)) == "Reported 2024-01-02 15:04:05.12 +0000 UTC"
     assert Handshake.reported(now).time() == now
-    assert encode_handshake(Handshake.reported(now.replace(microsecond=0))) == "Reported 2024-01-02 15:04:05 +0000 UTC"
+    assert (
+        encode_handshake(Handshake.reported(now.replace(microsecond=0)))
+        == "Reported 2024-01-02 15:04:05 +0000 UTC"
+    )
     assert encode_handshake(Handshake.requesting(now)) == "Requesting_2024-01-02 15:04:05"
     assert encode_handshake(Handshake.deleted(now)) == "Deleted_2024-01-02 15:04:05"
 
 
 @pytest.mark.parametrize("value", ["", "Alive", "Requesting 2024", "reported 2024-01-02"])
 def test_handshake_rejects_unknown_forms(value):
-    with pytest.raises(AnnotationError, match="^hami.io/node-handshake: .*expected 'Reported <time>'"):
+    with pytest.raises(AnnotationError, match=r"^hami\.io/node-handshake: .*expected 'Reported <time>'"):
         decode_handshake(value)
 
 
@@ -91,14 +97,30 @@ SINCE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def in_use(**kw):
-    base = dict(gpu_uuid="GPU-a", profile="3g.40gb", placement=Placement(4, 4), gpu_instance_id=2,
-                compute_instance_id=0, mig_uuid=MIG_A, state=InstanceState.IN_USE, pod="default/train-0")
+    base = dict(
+        gpu_uuid="GPU-a",
+        profile="3g.40gb",
+        placement=Placement(4, 4),
+        gpu_instance_id=2,
+        compute_instance_id=0,
+        mig_uuid=MIG_A,
+        state=InstanceState.IN_USE,
+        pod="default/train-0",
+    )
     return RealisedInstance(**(base | kw))
 
 
 def idle(**kw):
-    base = dict(gpu_uuid="GPU-a", profile="1g.10gb", placement=Placement(0, 1), gpu_instance_id=9,
-                compute_instance_id=0, mig_uuid=MIG_B, state=InstanceState.IDLE, since=SINCE)
+    base = dict(
+        gpu_uuid="GPU-a",
+        profile="1g.10gb",
+        placement=Placement(0, 1),
+        gpu_instance_id=9,
+        compute_instance_id=0,
+        mig_uuid=MIG_B,
+        state=InstanceState.IDLE,
+        since=SINCE,
+    )
     return RealisedInstance(**(base | kw))
 
 
@@ -121,14 +143,24 @@ def realised(draw):
     state = draw(st.sampled_from(InstanceState))
     uuid = draw(st.uuids()).hex
     mig = f"MIG-{uuid[:8]}-{uuid[8:12]}-{uuid[12:16]}-{uuid[16:20]}-{uuid[20:]}"
-    since = draw(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1),
-                              timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5, minutes=-30))])))
+    since = draw(
+        st.datetimes(
+            min_value=datetime(1971, 1, 1),
+            max_value=datetime(2200, 1, 1),
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5, minutes=-30))]),
+        )
+    )
     return RealisedInstance(
-        gpu_uuid=gpu, profile=draw(st.sampled_from(["1g.10gb", "2g.20gb", "7g.80gb"])),
+        gpu_uuid=gpu,
+        profile=draw(st.sampled_from(["1g.10gb", "2g.20gb", "7g.80gb"])),
         placement=Placement(draw(st.integers(0, 7)), draw(st.integers(1, 8))),
-        gpu_instance_id=draw(st.integers(0, 2**32 - 1)), compute_instance_id=draw(st.integers(0, 2**32 - 1)),
-        mig_uuid=mig, state=state,
-        pod=f"ns-{draw(st.integers(0, 9))}/pod-{draw(st.integers(0, 99))}" if state is InstanceState.IN_USE else None,
+        gpu_instance_id=draw(st.integers(0, 2**32 - 1)),
+        compute_instance_id=draw(st.integers(0, 2**32 - 1)),
+        mig_uuid=mig,
+        state=state,
+        pod=f"ns-{draw(st.integers(0, 9))}/pod-{draw(st.integers(0, 99))}"
+        if state is InstanceState.IN_USE
+        else None,
         since=since.replace(microsecond=0) if state is InstanceState.IDLE else None,
     )
 
@@ -163,7 +195,10 @@ def _one(**changes):
         (_one(since="2024-05-01T12:00:00Z"), "since is only written for idle instances"),
         (_one(state="idle", pod=None), "an idle instance needs since"),
         (_one(state="idle", since="2024-05-01T12:00:00Z"), "pod is only written for in-use instances"),
-        (_one(state="idle", pod=None, since="2024-05-01 12:00"), "since '2024-05-01 12:00' is not an RFC3339 time"),
+        (
+            _one(state="idle", pod=None, since="2024-05-01 12:00"),
+            "since '2024-05-01 12:00' is not an RFC3339 time",
+        ),
         (_one(migUUID="GPU-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"), "is not 'MIG-' followed by a uuid"),
         (_one(migUUID="MIG-GPU-abc/1/0"), "is not 'MIG-' followed by a uuid"),
         (_one(gpuInstanceID=None), "'gpuInstanceID' is missing"),
@@ -191,7 +226,7 @@ def test_instance_validation(value, needle):
     ],
 )
 def test_instance_conflicts(second, needle):
-    with pytest.raises(ValueError, match="repeats|overlaps"):
+    with pytest.raises(ValueError, match=r"repeats|overlaps"):
         encode_node_mig_instances([in_use(), second])
     raw = json.dumps([in_use().to_json(), second.to_json()])
     with pytest.raises(AnnotationError, match="instance 1") as info:

@@ -64,7 +64,13 @@ def test_round_trip(devices):
 def test_hami_json_example_round_trips_byte_for_byte():
     (device,) = decode_node_register(HAMI_JSON_1950)
     assert device == NodeDevice(
-        id="GPU-..", count=10, devmem=143771, devcore=100, type="NVIDIA H200 NVL", mode="hami-core", health=True
+        id="GPU-..",
+        count=10,
+        devmem=143771,
+        devcore=100,
+        type="NVIDIA H200 NVL",
+        mode="hami-core",
+        health=True,
     )
     assert encode_node_register([device]) == HAMI_JSON_1950
 
@@ -123,7 +129,9 @@ def test_hami_colon_example():
 
 
 def test_colon_seven_field_form_defaults_to_hami_core():
-    devices = decode_node_register("GPU-a,10,16384,100,NVIDIA-Tesla T4,1,false:GPU-b,10,16384,100,NVIDIA-Tesla T4,0,1:")
+    devices = decode_node_register(
+        "GPU-a,10,16384,100,NVIDIA-Tesla T4,1,false:GPU-b,10,16384,100,NVIDIA-Tesla T4,0,1:"
+    )
     assert [(d.id, d.mode, d.numa, d.health, d.index) for d in devices] == [
         ("GPU-a", "hami-core", 1, False, 0),
         ("GPU-b", "hami-core", 0, True, 0),
@@ -148,8 +156,16 @@ def test_colon_form_is_written_back_as_json():
         ('[{"id":"GPU-a","devmem":2147483648}]', "device 0", "'devmem' 2147483648 is out of range"),
         ('[{"id":"GPU-a","index":-1}]', "device 0", "'index' -1 is out of range"),
         ('[{"id":"GPU-a","health":"true"}]', "device 0", "expected true or false"),
-        ('[{"id":"GPU-a","mode":"hami-core","migProfiles":[' + HAMI_PROFILE + "]}]", "device 0", "only valid on"),
-        ('[{"id":"GPU-a","mode":"mig","migProfiles":[{"core":1}]}]', "device 0 migProfiles[0]", "'name' is missing"),
+        (
+            '[{"id":"GPU-a","mode":"hami-core","migProfiles":[' + HAMI_PROFILE + "]}]",
+            "device 0",
+            "only valid on",
+        ),
+        (
+            '[{"id":"GPU-a","mode":"mig","migProfiles":[{"core":1}]}]',
+            "device 0 migProfiles[0]",
+            "'name' is missing",
+        ),
         (
             '[{"id":"GPU-a","mode":"mig","migProfiles":[{"name":"1g.5gb","placements":[{"start":-1}]}]}]',
             "device 0 migProfiles[0] placements[0]",
@@ -182,7 +198,7 @@ def test_json_errors_name_the_part(value, part, needle):
     ],
 )
 def test_colon_errors(value, needle):
-    with pytest.raises(AnnotationError, match="^hami.io/node-nvidia-register: ") as info:
+    with pytest.raises(AnnotationError, match=r"^hami\.io/node-nvidia-register: ") as info:
         decode_node_register(value)
     assert needle in str(info.value)
 

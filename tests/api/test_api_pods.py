@@ -40,7 +40,12 @@ def one(limits=None, requests=None, defaults=None) -> ContainerRequest:
     return request
 
 
-GPU, MEM, PCT, CORES = names.RESOURCE_COUNT, names.RESOURCE_MEMORY, names.RESOURCE_MEMORY_PERCENTAGE, names.RESOURCE_CORES
+GPU, MEM, PCT, CORES = (
+    names.RESOURCE_COUNT,
+    names.RESOURCE_MEMORY,
+    names.RESOURCE_MEMORY_PERCENTAGE,
+    names.RESOURCE_CORES,
+)
 
 
 # --- derivation table ----------------------------------------------------------------------------
@@ -101,7 +106,9 @@ def test_derivation(limits, requests, defaults, expected):
 
 
 def test_custom_resource_names():
-    defaults = RequestDefaults(resource_count_name="example.com/vgpu", resource_memory_name="example.com/vmem")
+    defaults = RequestDefaults(
+        resource_count_name="example.com/vgpu", resource_memory_name="example.com/vmem"
+    )
     r = one({"example.com/vgpu": "1", "example.com/vmem": "100", GPU: "5"}, defaults=defaults)
     assert (r.count, r.memory_mib) == (1, 100)
 
@@ -146,9 +153,18 @@ def test_pod_without_gpu_asks():
         ({GPU: 1.0}, RequestDefaults(), GPU, "is not a Kubernetes quantity"),
         ({GPU: "1", MEM: "abc"}, RequestDefaults(), MEM, "'abc' is not a Kubernetes quantity"),
         ({GPU: "1", MEM: "-100"}, RequestDefaults(), MEM, "is negative; allowed: 0..2147483647 MiB"),
-        ({GPU: "1", MEM: "8Gi"}, RequestDefaults(), MEM, 'out of range; allowed: 0..2147483647 MiB; gpumem is'),
-        ({GPU: "1", MEM: "2147483647"}, RequestDefaults(memory_factor=2), MEM,
-         "out of range; allowed: 0..1073741823 MiB"),
+        (
+            {GPU: "1", MEM: "8Gi"},
+            RequestDefaults(),
+            MEM,
+            "out of range; allowed: 0..2147483647 MiB; gpumem is",
+        ),
+        (
+            {GPU: "1", MEM: "2147483647"},
+            RequestDefaults(memory_factor=2),
+            MEM,
+            "out of range; allowed: 0..1073741823 MiB",
+        ),
         ({GPU: "1", MEM: "1.5"}, RequestDefaults(), MEM, "is not a whole number"),
         ({GPU: "1", PCT: "12.5"}, RequestDefaults(), PCT, "allowed: 1..100 percent"),
         ({GPU: "1", CORES: "-1"}, RequestDefaults(), CORES, "is negative; allowed: 0..100 percent"),
@@ -216,12 +232,14 @@ def test_vgpu_mode_rejects_unknown_modes(value):
 
 
 def test_type_and_uuid_lists():
-    request = annotated(**{
-        names.USE_GPU_TYPE: "A100, H100 ,",
-        names.NOUSE_GPU_TYPE: "T4",
-        names.USE_GPU_UUID: "GPU-a,GPU-b",
-        names.NOUSE_GPU_UUID: " ",
-    })
+    request = annotated(
+        **{
+            names.USE_GPU_TYPE: "A100, H100 ,",
+            names.NOUSE_GPU_TYPE: "T4",
+            names.USE_GPU_UUID: "GPU-a,GPU-b",
+            names.NOUSE_GPU_UUID: " ",
+        }
+    )
     assert request.use_gpu_types == ("A100", "H100")
     assert request.nouse_gpu_types == ("T4",)
     assert request.use_gpu_uuids == ("GPU-a", "GPU-b")
@@ -244,7 +262,12 @@ def test_node_policy_rejects_others():
 
 @pytest.mark.parametrize(
     ("value", "policy"),
-    [("binpack", GpuPolicy.BINPACK), ("spread", GpuPolicy.SPREAD), ("spread, spread", GpuPolicy.SPREAD), ("", None)],
+    [
+        ("binpack", GpuPolicy.BINPACK),
+        ("spread", GpuPolicy.SPREAD),
+        ("spread, spread", GpuPolicy.SPREAD),
+        ("", None),
+    ],
 )
 def test_gpu_policy(value, policy):
     assert annotated(**{names.GPU_SCHEDULER_POLICY: value}).gpu_policy == policy
@@ -273,13 +296,23 @@ def test_gpu_policy_rejects_what_is_not_supported(value, needle):
 
 def test_defaults_from_config_reads_same_named_attributes():
     config = SimpleNamespace(
-        resource_count_name="nvidia.com/gpu", resource_memory_name="nvidia.com/gpumem",
-        resource_memory_percentage_name="nvidia.com/gpumem-percentage", resource_core_name="nvidia.com/gpucores",
-        default_memory=100, default_cores=5, default_gpu_num=2, memory_factor=3, overwrite_env=True,
+        resource_count_name="nvidia.com/gpu",
+        resource_memory_name="nvidia.com/gpumem",
+        resource_memory_percentage_name="nvidia.com/gpumem-percentage",
+        resource_core_name="nvidia.com/gpucores",
+        default_memory=100,
+        default_cores=5,
+        default_gpu_num=2,
+        memory_factor=3,
+        overwrite_env=True,
     )
     defaults = RequestDefaults.from_config(config)
-    assert (defaults.default_memory, defaults.default_cores, defaults.default_gpu_num, defaults.memory_factor) == (
-        100, 5, 2, 3)
+    assert (
+        defaults.default_memory,
+        defaults.default_cores,
+        defaults.default_gpu_num,
+        defaults.memory_factor,
+    ) == (100, 5, 2, 3)
     assert RequestDefaults.from_config(SimpleNamespace()) == RequestDefaults()
 
 
@@ -292,8 +325,13 @@ def test_defaults_from_the_real_nvidia_config():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(default_cores=101), dict(default_memory=-1), dict(memory_factor=-1), dict(default_gpu_num=True),
-     dict(resource_count_name="")],
+    [
+        dict(default_cores=101),
+        dict(default_memory=-1),
+        dict(memory_factor=-1),
+        dict(default_gpu_num=True),
+        dict(resource_count_name=""),
+    ],
 )
 def test_defaults_validate(kwargs):
     with pytest.raises(ValueError):
@@ -302,9 +340,23 @@ def test_defaults_validate(kwargs):
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1", 1), ("+2", 2), ("-3", -3), ("1.5", Fraction(3, 2)), (".5", Fraction(1, 2)), ("500m", Fraction(1, 2)),
-     ("1k", 1000), ("1Ki", 1024), ("2Gi", 2 * 2**30), ("1E", 10**18), ("1e3", 1000), ("5E-1", Fraction(1, 2)),
-     ("7n", Fraction(7, 10**9)), (" 3 ", 3), (4, 4)],
+    [
+        ("1", 1),
+        ("+2", 2),
+        ("-3", -3),
+        ("1.5", Fraction(3, 2)),
+        (".5", Fraction(1, 2)),
+        ("500m", Fraction(1, 2)),
+        ("1k", 1000),
+        ("1Ki", 1024),
+        ("2Gi", 2 * 2**30),
+        ("1E", 10**18),
+        ("1e3", 1000),
+        ("5E-1", Fraction(1, 2)),
+        ("7n", Fraction(7, 10**9)),
+        (" 3 ", 3),
+        (4, 4),
+    ],
 )
 def test_quantities(text, value):
     assert parse_quantity(text) == value
@@ -313,3 +365,18 @@ def test_quantities(text, value):
 @pytest.mark.parametrize("text", ["", "k", "1 k", "1KiB", "0x10", "1e", "1e999", "--1", None, 1.5, True])
 def test_not_quantities(text):
     assert parse_quantity(text) is None
+
+
+def test_request_error_pickles_with_its_fields():
+    import pickle
+
+    with pytest.raises(RequestError) as info:
+        one({GPU: "x"})
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (again.container, again.resource, again.allowed, again.value, str(again)) == (
+        "main",
+        GPU,
+        info.value.allowed,
+        "x",
+        str(info.value),
+    )

@@ -31,10 +31,29 @@ def test_no_two_models_share_a_spelling():
 @pytest.mark.parametrize(
     "key",
     [
-        "A30", "A100-SXM4-40GB", "A100-PCIE-40GB", "A100-SXM4-80GB", "A100-PCIE-80GB", "A800-SXM4-40GB",
-        "A800-SXM4-80GB", "A800-PCIE-80GB", "H100-SXM5-80GB", "H100-PCIE-80GB", "H100-NVL", "H800-SXM5-80GB",
-        "H800-PCIE-80GB", "H20", "GH200-96GB", "GH200-144GB", "H200-SXM", "H200-NVL", "B200", "GB200",
-        "RTX-PRO-6000-SERVER", "RTX-PRO-6000-WS", "RTX-PRO-6000-MAXQ",
+        "A30",
+        "A100-SXM4-40GB",
+        "A100-PCIE-40GB",
+        "A100-SXM4-80GB",
+        "A100-PCIE-80GB",
+        "A800-SXM4-40GB",
+        "A800-SXM4-80GB",
+        "A800-PCIE-80GB",
+        "H100-SXM5-80GB",
+        "H100-PCIE-80GB",
+        "H100-NVL",
+        "H800-SXM5-80GB",
+        "H800-PCIE-80GB",
+        "H20",
+        "GH200-96GB",
+        "GH200-144GB",
+        "H200-SXM",
+        "H200-NVL",
+        "B200",
+        "GB200",
+        "RTX-PRO-6000-SERVER",
+        "RTX-PRO-6000-WS",
+        "RTX-PRO-6000-MAXQ",
     ],
 )
 def test_required_mig_models_exist(key):
@@ -52,7 +71,7 @@ def test_required_non_mig_models_exist(key):
 
 @pytest.mark.parametrize("model", catalog.MODELS, ids=lambda m: m.key)
 def test_model_identity_and_provenance(model):
-    assert MODEL_FIELDS <= model.provenance.keys()
+    assert model.provenance.keys() >= MODEL_FIELDS
     assert all(isinstance(v, Provenance) for v in model.provenance.values())
     assert model.pci_device_id & 0xFFFF == 0x10DE
     assert model.nvml_name.startswith(("NVIDIA ", "Tesla "))
@@ -71,7 +90,7 @@ def test_profiles_fit_their_gpu(model):
     assert len(ids) == len(set(ids)), "NVML profile ids are unique per device"
     for p in spec.profiles:
         assert p.placements, p.name
-        assert all(0 <= s and s + p.memory_slices <= spec.memory_slices for s in p.placements), p.name
+        assert all(s >= 0 and s + p.memory_slices <= spec.memory_slices for s in p.placements), p.name
         assert 1 <= p.instance_cap <= spec.max_instances
         assert p.instance_cap <= len(p.placements) or p.memory_slices == 1
         assert p.compute_slices <= spec.compute_slices
@@ -100,9 +119,15 @@ def test_placement_tables_follow_reference_a5(model):
 @pytest.mark.parametrize(
     ("key", "double"),
     [
-        ("A100-SXM4-40GB", "1g.10gb"), ("A100-PCIE-80GB", "1g.20gb"), ("H100-SXM5-80GB", "1g.20gb"),
-        ("H100-NVL", "1g.24gb"), ("H20", "1g.24gb"), ("H200-NVL", "1g.35gb"), ("GH200-144GB", "1g.36gb"),
-        ("B200", "1g.45gb"), ("GB200", "1g.47gb"),
+        ("A100-SXM4-40GB", "1g.10gb"),
+        ("A100-PCIE-80GB", "1g.20gb"),
+        ("H100-SXM5-80GB", "1g.20gb"),
+        ("H100-NVL", "1g.24gb"),
+        ("H20", "1g.24gb"),
+        ("H200-NVL", "1g.35gb"),
+        ("GH200-144GB", "1g.36gb"),
+        ("B200", "1g.45gb"),
+        ("GB200", "1g.47gb"),
     ],
 )
 def test_double_memory_1g_profile(key, double):
@@ -114,7 +139,15 @@ def test_double_memory_1g_profile(key, double):
 def test_eight_slice_family_has_the_seven_rows(model):
     spec = model.mig
     shapes = sorted((p.compute_slices, p.memory_slices, p.instance_cap, p.profile_id) for p in spec.profiles)
-    assert shapes == [(1, 1, 1, 20), (1, 1, 7, 19), (1, 2, 4, 15), (2, 2, 3, 14), (3, 4, 2, 9), (4, 4, 1, 5), (7, 8, 1, 0)]
+    assert shapes == [
+        (1, 1, 1, 20),
+        (1, 1, 7, 19),
+        (1, 2, 4, 15),
+        (2, 2, 3, 14),
+        (3, 4, 2, 9),
+        (4, 4, 1, 5),
+        (7, 8, 1, 0),
+    ]
     me = [p for p in spec.profiles if p.attributes == ("+me",)]
     assert len(me) == 1 and me[0].nvml_constant == catalog.GI_1_SLICE_REV1
 
@@ -134,7 +167,14 @@ def test_a30_rows_match_reference():
 def test_rtx_pro_6000_variants_and_inferred_ids():
     spec = catalog.BY_KEY["RTX-PRO-6000-SERVER"].mig
     names = {p.name for p in spec.profiles}
-    assert {"1g.24gb+gfx", "1g.24gb-me", "1g.24gb+me.all", "2g.48gb+gfx", "2g.48gb-me", "4g.96gb+gfx"} <= names
+    assert {
+        "1g.24gb+gfx",
+        "1g.24gb-me",
+        "1g.24gb+me.all",
+        "2g.48gb+gfx",
+        "2g.48gb-me",
+        "4g.96gb+gfx",
+    } <= names
     assert [p.name for p in spec.base_profiles] == ["1g.24gb", "2g.48gb", "4g.96gb"]
     assert spec.profile("1g.24gb").provenance_of("profile_id") is not Provenance.INFERRED
     assert spec.profile("2g.48gb").provenance_of("profile_id") is Provenance.INFERRED
@@ -160,3 +200,12 @@ def test_memory_fraction_names():
         for p in spec.base_profiles:
             expected = full * p.memory_slices / spec.memory_slices
             assert abs(p.nominal_gb - expected) <= 1.0 + 0.02 * full, (model.key, p.name)
+
+
+def test_package_facade_exports_what_it_lists():
+    import hami.devices as devices
+
+    assert len(devices.__all__) == len(set(devices.__all__))
+    for name in devices.__all__:
+        assert hasattr(devices, name), name
+    assert devices.MODELS is catalog.MODELS

@@ -28,11 +28,20 @@ def _geometries(models: list[str], *geometries: list[dict]) -> dict:
 def test_defaults_are_hamis_chart_defaults():
     nvidia = config.default_device_config().nvidia
     assert nvidia == config.NvidiaConfig()
-    assert (nvidia.resource_count_name, nvidia.resource_memory_name) == ("nvidia.com/gpu", "nvidia.com/gpumem")
+    assert (nvidia.resource_count_name, nvidia.resource_memory_name) == (
+        "nvidia.com/gpu",
+        "nvidia.com/gpumem",
+    )
     assert nvidia.resource_memory_percentage_name == "nvidia.com/gpumem-percentage"
-    assert (nvidia.resource_core_name, nvidia.resource_priority_name) == ("nvidia.com/gpucores", "nvidia.com/priority")
+    assert (nvidia.resource_core_name, nvidia.resource_priority_name) == (
+        "nvidia.com/gpucores",
+        "nvidia.com/priority",
+    )
     assert (nvidia.overwrite_env, nvidia.default_memory, nvidia.default_cores, nvidia.default_gpu_num) == (
-        False, 0, 0, 1,
+        False,
+        0,
+        0,
+        1,
     )
     assert (nvidia.memory_factor, nvidia.device_split_count) == (1, 10)
     assert (nvidia.device_memory_scaling, nvidia.device_core_scaling) == (1.0, 1.0)
@@ -56,11 +65,12 @@ def test_seed_config_loads_with_the_alias_warning(caplog):
     nvidia = loaded.nvidia
     assert nvidia.device_split_count == 10 and nvidia.overwrite_env is False
     rules = nvidia.known_mig_geometries
-    assert [r.models for r in rules][0] == ("A30",)
+    assert rules[0].models == ("A30",)
     assert len(rules) == 3 and all(len(r.allowed_geometries) in (3, 4) for r in rules)
     assert rules[2].allowed_geometries[3] == (config.GeometryEntry("7g.79gb", 80896, 1, None),)
     assert rules[1].allowed_geometries[1] == (
-        config.GeometryEntry("2g.10gb", 10240, 3), config.GeometryEntry("1g.5gb", 5120, 1),
+        config.GeometryEntry("2g.10gb", 10240, 3),
+        config.GeometryEntry("1g.5gb", 5120, 1),
     )
     alias = [r.getMessage() for r in caplog.records if "7g.79gb" in r.getMessage()]
     assert alias and all("7g.80gb" in m for m in alias)
@@ -143,15 +153,23 @@ def test_unknown_profile_names_model_geometry_and_profile():
 
 
 def test_illegal_layout_names_model_geometry_and_reason():
-    message = _error(_geometries(["A100-SXM4-80GB"], [{"name": "7g.80gb", "count": 1}], [{"name": "2g.20gb", "count": 4}]))
+    message = _error(
+        _geometries(["A100-SXM4-80GB"], [{"name": "7g.80gb", "count": 1}], [{"name": "2g.20gb", "count": 4}])
+    )
     assert "A100-SXM4-80GB" in message and "geometry 2" in message and "2g.20gb" in message
     assert "at most 3 × 2g.20gb" in message
 
 
 def test_overlapping_layout_is_rejected():
     message = _error(
-        _geometries(["H100-SXM5-80GB"], [{"name": "4g.40gb", "count": 1}, {"name": "3g.40gb", "count": 1},
-                                         {"name": "1g.10gb", "count": 1}])
+        _geometries(
+            ["H100-SXM5-80GB"],
+            [
+                {"name": "4g.40gb", "count": 1},
+                {"name": "3g.40gb", "count": 1},
+                {"name": "1g.10gb", "count": 1},
+            ],
+        )
     )
     assert "geometry 1" in message and "H100-SXM5-80GB" in message and "not a legal MIG layout" in message
 
@@ -188,17 +206,25 @@ def test_duplicate_profile_in_a_geometry():
 
 
 def test_alias_and_canonical_name_in_one_geometry():
-    message = _error(_geometries(["A100-SXM4-80GB"], [{"name": "3g.40gb", "count": 1}, {"name": "3g.39gb", "count": 1}]))
+    message = _error(
+        _geometries(["A100-SXM4-80GB"], [{"name": "3g.40gb", "count": 1}, {"name": "3g.39gb", "count": 1}])
+    )
     assert "both denote 3g.40gb" in message
 
 
 @pytest.mark.parametrize(
     ("nvidia", "fragment"),
     [
-        ({"knownMigGeometries": [{"allowedGeometries": [[{"name": "1g.6gb", "count": 1}]]}]}, "missing `models`"),
+        (
+            {"knownMigGeometries": [{"allowedGeometries": [[{"name": "1g.6gb", "count": 1}]]}]},
+            "missing `models`",
+        ),
         ({"knownMigGeometries": [{"models": [], "allowedGeometries": [[]]}]}, "models list is empty"),
         ({"knownMigGeometries": [{"models": ["A30"]}]}, "missing `allowedGeometries`"),
-        ({"knownMigGeometries": [{"models": ["A30"], "allowedGeometries": []}]}, "allowedGeometries: is empty"),
+        (
+            {"knownMigGeometries": [{"models": ["A30"], "allowedGeometries": []}]},
+            "allowedGeometries: is empty",
+        ),
         ({"knownMigGeometries": [{"models": ["A30"], "allowedGeometries": [[]]}]}, "geometry 1: is empty"),
         ({"knownMigGeometries": {"models": ["A30"]}}, "expected a list"),
         ({"deviceSplitCount": 0}, "nvidia.deviceSplitCount: must be ≥ 1"),
@@ -222,7 +248,9 @@ def test_allowlist_profile_unknown_on_model():
 
 def test_allowlist_alias_warns(caplog):
     with caplog.at_level(logging.WARNING, LOGGER):
-        loaded = _load({"migProfileAllowlist": [{"models": ["A100-SXM4-80GB"], "profiles": ["1g.10gb", "7g.79gb"]}]})
+        loaded = _load(
+            {"migProfileAllowlist": [{"models": ["A100-SXM4-80GB"], "profiles": ["1g.10gb", "7g.79gb"]}]}
+        )
     assert loaded.nvidia.mig_profile_allowlist[0].profiles == ("1g.10gb", "7g.79gb")
     assert "7g.79gb" in caplog.text and "7g.80gb" in caplog.text
 

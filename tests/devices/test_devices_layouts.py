@@ -16,7 +16,14 @@ EIGHT = [m for m in catalog.MIG_MODELS if m.mig.memory_slices == 8]
 FOUR = [m for m in catalog.MIG_MODELS if m.mig.memory_slices == 4]
 
 # Reference §A.6, written with A100-40GB names (1gx2 = the double-memory 1g.10gb).
-SHORT = {"1g": "1g.5gb", "1gx2": "1g.10gb", "2g": "2g.10gb", "3g": "3g.20gb", "4g": "4g.20gb", "7g": "7g.40gb"}
+SHORT = {
+    "1g": "1g.5gb",
+    "1gx2": "1g.10gb",
+    "2g": "2g.10gb",
+    "3g": "3g.20gb",
+    "4g": "4g.20gb",
+    "7g": "7g.40gb",
+}
 REFERENCE_MAXIMAL = """
 7g | 4g+3g | 3g+2g+2g | 3g+2g+1g+1g | 3g+1g*4 | 4g+2g+1g | 4g+2g+1gx2 | 4g+1g*3 | 4g+1g*2+1gx2
 2g*3+1g | 2g*3+1gx2 | 2g*2+1g*3 | 2g*2+1g*2+1gx2 | 2g+1g*5 | 2g+1g*4+1gx2 | 1g*7 | 1g*6+1gx2
