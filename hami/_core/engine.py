@@ -302,7 +302,7 @@ class Engine:
             node_id = self._node_ids.get(node)
             if node_id is None:
                 return [Conflict(None, i.gpu_uuid, f"node {node} is not registered") for i in instances]
-            st, tb = self.state, self.tables
+            st = self.state
             by_row: dict[int, list[RealisedInstance]] = {}
             for inst in instances:
                 row = self._rows.get(inst.gpu_uuid)
@@ -314,9 +314,6 @@ class Engine:
             for row in range(first, first + count):
                 if st.g_kind[row] == S.MIG:
                     conflicts += self._fold_row(row, by_row.get(row, []))
-            if conflicts:
-                self._kernels = self._kernels  # state arrays changed in place only
-            del tb
         return conflicts
 
     def _fold_row(self, row: int, instances: list[RealisedInstance]) -> list[Conflict]:

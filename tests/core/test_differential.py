@@ -134,7 +134,7 @@ def test_compiled_and_reference_agree(cluster, ops, policy):
                 engine.set_health(all_gpus[op[1] % len(all_gpus)], op[2])
                 results.append(None)
             else:
-                ids = engine.node_ids(names + ["unknown-node"])
+                ids = engine.node_ids([*names, "unknown-node"])
                 fit, scores = engine.fit_and_score(op[1], ids)
                 results.append((fit.codes.tolist(), fit.reasons.tolist(), scores.tolist()))
                 # fits says yes exactly where a decision succeeds (checked on the reference only)

@@ -28,7 +28,7 @@ def only_pick(decision):
 
 def test_mig_memory_rule_picks_a_profile_at_least_as_large(make_engine):
     e = make_engine()
-    (gpu,) = mig_node(e, "n")
+    (_gpu,) = mig_node(e, "n")
     pick = only_pick(e.decide_and_reserve("p", req(mem=20480), "n"))
     assert pick.profile in ("1g.20gb", "2g.20gb")  # nominal 20480 >= 20480
     pick = only_pick(e.decide_and_reserve("q", req(mem=20481), "n"))
@@ -237,7 +237,7 @@ def test_unknown_node_has_no_gpus(make_engine):
 
 def test_gpu_binpack_and_spread(make_engine):
     e = make_engine()
-    a, b = core_node(e, "n", 2)
+    _a, _b = core_node(e, "n", 2)
     e.decide_and_reserve("first", req(mem=1000, mode=Mode.HAMI_CORE), "n")
     used = only_pick(e.reservation("first")).gpu_uuid
     packed = only_pick(e.decide_and_reserve("pack", req(mem=1000, gpu_policy=GpuPolicy.BINPACK), "n"))
@@ -264,7 +264,7 @@ def test_node_binpack_and_spread(make_engine):
 def test_fragmentation_aware_keeps_room_for_big_instances(make_engine):
     """After a 3g, a 1g goes beside it rather than breaking the other half."""
     e = make_engine()
-    (gpu,) = mig_node(e, "n")
+    (_gpu,) = mig_node(e, "n")
     three = only_pick(e.decide_and_reserve("3", req(mem=40000), "n"))
     one = only_pick(e.decide_and_reserve("1", req(mem=10240), "n"))
     half = range(three.start, three.start + 4)
@@ -294,7 +294,7 @@ def test_hami_legacy_freezes_a_busy_gpu_in_its_geometry(make_engine):
 
 def test_first_fit_takes_the_first_gpu(make_engine):
     e = make_engine(policy="first-fit")
-    a, b = mig_node(e, "n", 2)
+    a, _b = mig_node(e, "n", 2)
     e.decide_and_reserve("x", req(mem=40000), "n")
     assert only_pick(e.reservation("x")).gpu_uuid == a
     assert only_pick(e.decide_and_reserve("y", req(mem=10240, gpu_policy=GpuPolicy.SPREAD), "n")).gpu_uuid == a
@@ -302,7 +302,7 @@ def test_first_fit_takes_the_first_gpu(make_engine):
 
 def test_best_fit_takes_the_tightest_gpu(make_engine):
     e = make_engine(policy="best-fit")
-    a, b = mig_node(e, "n", 2)
+    _a, _b = mig_node(e, "n", 2)
     e.decide_and_reserve("x", req(mem=40000), "n")  # one GPU has 3 free compute slices left... or 4
     busy = only_pick(e.reservation("x")).gpu_uuid
     pick = only_pick(e.decide_and_reserve("y", req(mem=10240), "n"))
@@ -369,3 +369,14 @@ def test_request_without_gpus_reserves_nothing(make_engine):
     mig_node(e, "n")
     d = e.decide_and_reserve("p", Request((ContainerRequest("c", 0, False, 0),)), "n")
     assert d.containers == ((),)
+
+
+def test_compiled_kernels_are_loaded_in_ci():
+    """CI must exercise the Cython engine, not silently fall back to the twin."""
+    import os
+
+    from hami._core import COMPILED, Engine
+
+    if os.environ.get("CI") or os.environ.get("HAMI_REQUIRE_COMPILED"):
+        assert COMPILED, "the compiled kernels did not import; run `pip install -e .` to build them"
+    assert Engine().implementation == ("_kernels" if COMPILED else "reference")
