@@ -9,8 +9,8 @@ How one node is planned (``Kernels.plan``):
 
 1. Each GPU is eligible or not for this request, independent of its usage (health, cordon,
    mode, type and uuid filters).
-2. Containers are placed in order. A container first tries MIG (when its mode allows and
-   ``prefer_mig``): each of its devices, one after the other, takes the best candidate
+2. Containers are placed in order. A container first tries MIG (when its mode allows):
+   each of its devices, one after the other, takes the best candidate
    (GPU, slot) on the node under the key ``(cost, reuse, gpu order, row, slot rank)``; a
    GPU may host several devices of one container. If any device fails, the container's
    MIG devices are undone and it tries hami-core: the best ``count`` distinct GPUs by

@@ -185,8 +185,6 @@ class Features:
     """Node policy when the pod does not name one: fill nodes so whole nodes stay free."""
     default_gpu_policy: str = "binpack"
     """GPU policy when the pod does not name one: fill GPUs so whole GPUs stay free."""
-    prefer_mig: bool = True
-    """Mode-less requests try MIG GPUs first (hardware isolation), then hami-core."""
     histogram_decay: float = 0.995
     """Per observed request; ~200 requests of memory for the fragmentation-aware mix."""
     prior_strength: float = 20.0
