@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard hami/_core/*.pyx hami/_core/*.pxd)
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard hami/_core/*.pyx hami/_core/*.pxd native/fakenvml/*.c native/fakenvml/*.h)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint unit bench setup clean
+.PHONY: demo test lint unit bench setup clean native
 
 setup: $(STAMP)
 
@@ -35,5 +35,9 @@ bench: $(STAMP)
 	mkdir -p bench-results
 	$(BIN)/python -m pytest benches --benchmark-only --benchmark-json=bench-results/bench.json -q
 
+# the simulated libnvidia-ml alone (the package build does the same)
+native:
+	$(PYTHON) setup.py build_ext --inplace -q
+
 clean:
-	rm -rf $(VENV) build hami/_core/*.so hami/_core/*.c
+	rm -rf $(VENV) build hami/_core/*.so hami/_core/*.c hami/sim/_lib

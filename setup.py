@@ -1,15 +1,22 @@
-"""Build the Cython placement engine (hami/_core).
+"""Build the Cython placement engine (hami/_core) and the simulated NVML (native/fakenvml).
 
 Cython directives are set once, here, for every extension (STYLE §6.15). Set
-HAMI_CYTHON_DEBUG=1 to compile with bounds and initialisation checks on (CI's
-debug job and local debugging); the default is the fast build.
+HAMI_CYTHON_DEBUG=1 to compile with bounds and initialisation checks on (local debugging);
+the default is the fast build.
+
+`native/fakenvml/*.c` is compiled into `hami/sim/_lib/libnvidia-ml.so.1`: a shared library
+with NVML's ABI over simulated GPUs, loaded by tests and the local control plane (never by
+production code, which loads the real `libnvidia-ml.so.1`).
 """
 
 import os
+import subprocess
+from glob import glob
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("HAMI_CYTHON_DEBUG") == "1"
 
@@ -23,6 +30,25 @@ DIRECTIVES = {
     "embedsignature": True,
 }
 
+FAKENVML_SOURCES = sorted(glob("native/fakenvml/*.c"))
+FAKENVML_TARGET = os.path.join("hami", "sim", "_lib", "libnvidia-ml.so.1")
+
+
+class BuildExtWithFakeNvml(build_ext):
+    """build_ext, plus the simulated libnvidia-ml as a plain shared library."""
+
+    def run(self):
+        super().run()
+        if not FAKENVML_SOURCES:
+            return
+        target = FAKENVML_TARGET if self.inplace else os.path.join(self.build_lib, FAKENVML_TARGET)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        cmd = [os.environ.get("CC", "gcc"), "-shared", "-fPIC", "-O2", "-Wall", "-std=gnu11",
+               "-fvisibility=default", "-o", target, *FAKENVML_SOURCES, "-lpthread"]
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
+
+
 extensions = [
     Extension(
         "hami._core._kernels",
@@ -33,4 +59,7 @@ extensions = [
     ),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, quiet=True))
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES, quiet=True),
+    cmdclass={"build_ext": BuildExtWithFakeNvml},
+)
