@@ -99,6 +99,7 @@ class Engine:
         self._idle: dict[int, dict[int, RealisedInstance]] = {}  # idle realised instances
         self._hist = np.zeros((0, MAX_PROFILES), np.float64)
         self._since_refresh = 0
+        self._rq_cache: dict[Request, tuple[tuple[int, int, int], S.RequestArrays]] = {}
 
     # -- kernels -----------------------------------------------------------------------
     @property
@@ -360,6 +361,22 @@ class Engine:
         self._idle[row] = idle
         return conflicts
 
+    def forget_idle(self, gpu_uuid: str, profile: str, start: int) -> bool:
+        """The agent destroyed an idle instance: drop it from the idle layout."""
+        with self._lock:
+            row = self._row(gpu_uuid)
+            st, tb = self.state, self.tables
+            if st.g_kind[row] != S.MIG:
+                return False
+            m = int(st.g_model[row])
+            k = tb.models[m].slot_of(profile, start)
+            idle = int(st.g_idle[row])
+            if not int(tb.slotset[idle]) >> k & 1:
+                return False
+            st.g_idle[row] = tb.remove[idle, k]
+            self._idle.get(row, {}).pop(k, None)
+            return True
+
     def _occupied(self, m: int, slotset: int) -> int:
         t = self.tables.models[m]
         occ = 0
@@ -370,6 +387,19 @@ class Engine:
 
     # -- requests ----------------------------------------------------------------------
     def _request_arrays(self, request: Request) -> S.RequestArrays:
+        """The request as arrays, converted once and reused while the cluster's shape holds
+        (the same pod goes through fits, scores and bind; simulations repeat shapes)."""
+        shape = (len(self.tables.models), len(self._types), self.state.rows)
+        hit = self._rq_cache.get(request)
+        if hit is not None and hit[0] == shape:
+            return hit[1]
+        rq = self._convert(request)
+        if len(self._rq_cache) >= 1024:
+            self._rq_cache.clear()
+        self._rq_cache[request] = (shape, rq)
+        return rq
+
+    def _convert(self, request: Request) -> S.RequestArrays:
         ctrs = [c for c in request.containers if c.count > 0]
         tb = self.tables
         rq = S.RequestArrays(len(ctrs), len(tb.models), len(self._types))

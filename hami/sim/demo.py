@@ -120,6 +120,8 @@ def main(pods: int = 200, seed: int = 7, show: int = 25) -> int:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
     console.print(f"[bold]hami demo[/]: {pods} pods on an embedded cluster "
                   f"({', '.join(f'{n}×{m.split()[-1]} {mode}' for _, m, mode, _, n in CLUSTER)})")
     ours, engine = run("fragmentation-aware", pods, seed)

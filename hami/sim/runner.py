@@ -1,0 +1,168 @@
+"""Engine-level scheduling for the simulations: a cluster of MIG nodes, kube-scheduler's
+choice (best score, ties by a per-seed node order), and the counters every protocol reports.
+
+Demand and allocation are in compute slices under the memory rule: a request costs the
+compute slices of the smallest profile that holds it (a whole GPU costs all of them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hami._core import Code, Decision, Engine, GpuMode, GpuSpec, MigPick
+from hami._core import state as S
+from hami.api.requests import Request
+from hami.devices import naming
+
+CAUSES = ("capacity", "fragmentation", "geometry")
+
+
+@dataclass
+class Counters:
+    placed: int = 0
+    rejected: int = 0
+    creates: int = 0
+    reuses: int = 0
+    destroys: int = 0
+    geometry_changes: int = 0  # decisions that re-cut a GPU (destroy idle instances first)
+    moves: int = 0  # running instances destroyed or moved: must stay 0
+    causes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAUSES, 0))
+
+
+class Cluster:
+    """An engine over ``nodes`` MIG nodes of one model, with the simulator's bookkeeping."""
+
+    def __init__(self, policy: str, gpus_per_node: list[int], model: str, seed: int) -> None:
+        self.model = naming.find_model(model)
+        if not self.model.mig_capable:
+            raise ValueError(f"{model} is not MIG-capable; choose a MIG model for the simulation")
+        self.policy = policy
+        self.engine = Engine(policy=policy)
+        memory = self.model.memory_mib
+        for n, count in enumerate(gpus_per_node):
+            self.engine.upsert_node(
+                f"node-{n:05d}",
+                [GpuSpec(f"GPU-{n:05d}-{i}", self.model.nvml_name, GpuMode.MIG, memory, index=i)
+                 for i in range(count)],
+            )
+        self.names = [f"node-{n:05d}" for n in range(len(gpus_per_node))]
+        self.gpus = {f"node-{n:05d}": [f"GPU-{n:05d}-{i}" for i in range(count)]
+                     for n, count in enumerate(gpus_per_node)}
+        order = np.random.default_rng(seed).permutation(len(self.names))
+        self.order_names = [self.names[i] for i in order]  # tie-break order (FGD permutes names)
+        self.ids = self.engine.node_ids(self.order_names)
+        self.tables = self.engine.tables.models[self.engine.tables.model_id(self.model.key)]
+        self.slices_per_gpu = self.model.mig.compute_slices
+        self.capacity = self.slices_per_gpu * sum(gpus_per_node)
+        self.allocated = 0
+        self.counters = Counters()
+        self.active: dict[str, int] = {}  # pod -> slices held
+        self.in_use: dict[tuple[str, str, int], str] = {}  # (gpu, profile, start) -> pod
+        if policy == "static":
+            self._precreate_static()
+
+    # -- demand ----------------------------------------------------------------------------
+    @property
+    def gpu_memory(self) -> int:
+        """The memory a share is of: the largest profile's nominal size (80 GB → 81920)."""
+        return max(self.tables.nominal)
+
+    def slices(self, request: Request) -> int:
+        total = 0
+        for c in request.containers:
+            if c.count == 0:
+                continue
+            mem = c.memory_mib if c.memory_mib > 0 else self.gpu_memory * c.memory_percent // 100
+            cls = self.tables.memory_class(mem)
+            if cls >= len(self.tables.profiles):
+                return 0
+            total += c.count * self.tables.profiles[cls].compute_slices
+        return total
+
+    # -- scheduling -------------------------------------------------------------------------
+    def schedule(self, uid: str, request: Request) -> bool:
+        fit, scores = self.engine.fit_and_score(request, self.ids)
+        ok = fit.codes == Code.SUCCESS
+        if not ok.any():
+            self.counters.rejected += 1
+            self.counters.causes[self.cause(request)] += 1
+            return False
+        masked = np.where(ok, scores, -1)
+        node = self.order_names[int(np.argmax(masked))]
+        decision = self.engine.decide_and_reserve(uid, request, node)
+        assert isinstance(decision, Decision), decision
+        self._count(uid, decision)
+        slices = self.slices(request)
+        self.active[uid] = slices
+        self.allocated += slices
+        self.counters.placed += 1
+        return True
+
+    def _count(self, uid: str, decision: Decision) -> None:
+        c = self.counters
+        changed = False
+        for _i, pick in decision.picks():
+            assert isinstance(pick, MigPick)
+            for gone in pick.destroy:
+                c.destroys += 1
+                changed = True
+                if (gone.gpu_uuid, gone.profile, gone.start) in self.in_use:
+                    c.moves += 1
+            if pick.reuse is not None:
+                c.reuses += 1
+            else:
+                c.creates += 1
+            self.in_use[(pick.gpu_uuid, pick.profile, pick.start)] = uid
+        if changed:
+            c.geometry_changes += 1
+
+    def finish(self, uid: str, destroy_idle: bool = False) -> None:
+        """The pod ends; its instances go idle (or are destroyed at once: HAMi v2.10)."""
+        decision = self.engine.reservation(uid)
+        self.engine.release(uid)
+        self.allocated -= self.active.pop(uid, 0)
+        if decision is None:
+            return
+        for _i, pick in decision.picks():
+            self.in_use.pop((pick.gpu_uuid, pick.profile, pick.start), None)
+            if destroy_idle and self.engine.forget_idle(pick.gpu_uuid, pick.profile, pick.start):
+                self.counters.destroys += 1
+
+    def cause(self, request: Request) -> str:
+        """Why nothing fits: capacity (too few free slices in the cluster), geometry (a free
+        legal placement exists but the policy's geometry rules forbid it), fragmentation
+        (enough free slices, no legal placement)."""
+        st, tb = self.engine.state, self.engine.tables
+        rows = np.flatnonzero(st.g_kind[: st.rows] == S.MIG)
+        inuse = st.g_inuse[rows]
+        free = int(self.slices_per_gpu * len(rows) - tb.used_compute[inuse].astype(np.int64).sum())
+        need = self.slices(request)
+        if need == 0 or free < need:
+            return "capacity"
+        t = self.tables
+        cls = min(
+            t.memory_class(c.memory_mib if c.memory_mib > 0 else self.gpu_memory * c.memory_percent // 100)
+            for c in request.containers if c.count > 0
+        )
+        count = max(c.count for c in request.containers)
+        n_s = len(t.slots)
+        acceptable = np.array([t.slots[k][0] >= cls for k in range(n_s)])
+        legal = (tb.add[inuse, :n_s] >= 0) & acceptable
+        fits_gpu = legal.any(axis=1)
+        node_of = st.g_node[rows]
+        per_node = np.bincount(node_of[fits_gpu], minlength=st.nodes)
+        return "geometry" if (per_node >= count).any() else "fragmentation"
+
+    def _precreate_static(self) -> None:
+        """mig-parted's all-balanced layout exists (idle) on every GPU before any pod."""
+        from hami._core import RealisedInstance
+
+        t = self.tables
+        reals = t.realisations[0] if t.realisations else []
+        slotset = reals[0] if reals else 0
+        layout = [(t.profiles[t.slots[k][0]].name, t.slots[k][1]) for k in range(len(t.slots)) if slotset >> k & 1]
+        for name in self.names:
+            instances = [RealisedInstance(gpu, p, s, in_use=False) for gpu in self.gpus[name] for p, s in layout]
+            self.engine.set_realised(name, instances)

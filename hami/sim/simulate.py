@@ -1,0 +1,341 @@
+"""`hami simulate`: packing quality of every placement policy on the identical sequences.
+
+Runs the fill-up and online protocols (``fillup.py``, ``online.py``) for each policy and
+seed in parallel worker processes, then prints a table, writes CSV files and PNG plots.
+"Best" is the highest paired-seed mean, and every policy within max(0.2 point, one standard
+deviation) of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from hami._core import POLICIES
+from hami.sim import fillup, online, traces
+
+DEFAULT_POLICY = "fragmentation-aware"
+NOTE = ("CPU-only pods are skipped; CPU, memory and gpu_spec are ignored; shares map to MIG memory "
+        "(share × the GPU's memory, then the memory rule); demand and allocation are in compute slices.")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'42-51' or '1,2,5' → seeds."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part))
+    if not out:
+        raise ValueError(f"no seeds in {text!r}; write e.g. 42-51 or 1,2,3")
+    return out
+
+
+def parse_policies(text: str) -> list[str]:
+    if text == "all":
+        return list(POLICIES)
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)} or 'all'")
+    return names
+
+
+def best_policies(means: dict[str, float], sds: dict[str, float]) -> set[str]:
+    top = max(means.values())
+    leader = max(means, key=lambda p: means[p])
+    margin = max(0.2, sds.get(leader, 0.0))
+    return {p for p, m in means.items() if m >= top - margin}
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _pool_map(fn: Callable, jobs: list[tuple], workers: int, progress_label: str) -> list:
+    """Run jobs in processes with a progress bar; results in job order."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results: list = [None] * len(jobs)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        task = bar.add_task(progress_label, total=len(jobs))
+        if workers <= 1:
+            for i, job in enumerate(jobs):
+                results[i] = fn(*job)
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+                from concurrent.futures import as_completed
+
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.advance(task)
+    return results
+
+
+# -- fill-up -------------------------------------------------------------------------------
+
+
+@dataclass
+class FillupSummary:
+    trace: str
+    policy: str
+    seeds: int
+    at: dict[int, float]  # mean allocation % at arrived %
+    sd130: float
+    first_failure: float
+    rejected: dict[str, float]  # mean rejections by cause
+    creates: float
+    moves: int
+    best: bool = False
+
+
+def _fillup_job(policy: str, trace_dir: str, trace: str, seed: int, model: str) -> fillup.FillupResult:
+    nodes = traces.load_nodes(Path(trace_dir) / traces.NODE_LIST)
+    pods = traces.load_pods(traces.pod_list_path(Path(trace_dir), trace))
+    return fillup.run_fillup(policy, nodes, pods, seed, model)
+
+
+def simulate_fillup(trace: str, policies: list[str], seeds: list[int], model: str, trace_dir: Path,
+                    workers: int) -> tuple[list[FillupSummary], list[fillup.FillupResult]]:
+    # fail fast, in this process, on a bad trace
+    traces.load_nodes(trace_dir / traces.NODE_LIST)
+    traces.load_pods(traces.pod_list_path(trace_dir, trace))
+    jobs = [(p, str(trace_dir), trace, s, model) for p in policies for s in seeds]
+    results = _pool_map(_fillup_job, jobs, workers, f"fill-up {trace}")
+    label = Path(trace).stem.removeprefix("openb_pod_list_") if trace.endswith(".csv") else trace
+    summaries = []
+    for policy in policies:
+        runs = [r for r in results if r.policy == policy]
+        at = {x: _mean_sd([r.allocation_at(x) for r in runs])[0] for x in fillup.ARRIVED_POINTS}
+        summaries.append(FillupSummary(
+            label, policy, len(runs), at,
+            _mean_sd([r.allocation_at(130) for r in runs])[1],
+            _mean_sd([r.first_failure_point() for r in runs])[0],
+            {c: statistics.fmean(r.counters.causes[c] for r in runs) for c in runs[0].counters.causes},
+            statistics.fmean(r.counters.creates for r in runs),
+            sum(r.counters.moves for r in runs),
+        ))
+    best = best_policies({s.policy: s.at[130] for s in summaries}, {s.policy: s.sd130 for s in summaries})
+    for s in summaries:
+        s.best = s.policy in best
+    return summaries, results
+
+
+def write_fillup(out: Path, summaries: list[FillupSummary], results: list[fillup.FillupResult]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    trace = summaries[0].trace
+    summary_csv = out / f"fillup-{trace}-summary.csv"
+    with summary_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["trace", "policy", "seeds", *[f"alloc_at_{x}" for x in fillup.ARRIVED_POINTS], "sd_at_130",
+                    "first_failure_pct", "rejected_capacity", "rejected_fragmentation", "rejected_geometry",
+                    "creates", "moves", "best"])
+        for s in summaries:
+            w.writerow([s.trace, s.policy, s.seeds, *[f"{s.at[x]:.3f}" for x in fillup.ARRIVED_POINTS],
+                        f"{s.sd130:.3f}", f"{s.first_failure:.2f}", *[f"{s.rejected[c]:.1f}" for c in
+                        ("capacity", "fragmentation", "geometry")], f"{s.creates:.1f}", s.moves, int(s.best)])
+    runs_csv = out / f"fillup-{trace}-runs.csv"
+    with runs_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["policy", "seed", *[f"alloc_at_{x}" for x in fillup.ARRIVED_POINTS], "first_failure_pct",
+                    "first_rejected_pod", "placed", "rejected", "creates", "moves"])
+        for r in results:
+            w.writerow([r.policy, r.seed, *[f"{r.allocation_at(x):.3f}" for x in fillup.ARRIVED_POINTS],
+                        f"{r.first_failure_point():.2f}", r.first_rejection, r.counters.placed, r.counters.rejected,
+                        r.counters.creates, r.counters.moves])
+    png = out / f"fillup-{trace}.png"
+    _plot_fillup(png, trace, results)
+    return [summary_csv, runs_csv, png]
+
+
+def _plot_fillup(path: Path, trace: str, results: list[fillup.FillupResult]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    xs = np.arange(0, 131)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for policy in dict.fromkeys(r.policy for r in results):
+        curves = [[r.allocation_at(x) for x in xs] for r in results if r.policy == policy]
+        ax.plot(xs, np.mean(curves, axis=0), label=policy, lw=1.6 if policy == DEFAULT_POLICY else 1.0)
+    ax.plot(xs, xs, color="grey", ls=":", lw=0.8, label="arrived")
+    ax.set_xlabel("arrived demand (% of compute slices)")
+    ax.set_ylabel("allocated (% of compute slices)")
+    ax.set_title(f"fill-up on openb {trace}, re-modelled as MIG")
+    ax.set_xlim(40, 130)
+    ax.set_ylim(40, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fillup_table(summaries: list[FillupSummary]):
+    from rich.table import Table
+
+    t = Table(title=f"fill-up, openb {summaries[0].trace} as MIG: allocated % of compute slices at arrived %")
+    t.add_column("policy")
+    for x in fillup.ARRIVED_POINTS:
+        t.add_column(f"{x}", justify="right")
+    for col in ("sd@130", "first failure", "rejected cap/frag/geom", "creates", "moves"):
+        t.add_column(col, justify="right")
+    for s in summaries:
+        name = f"{s.policy} ★" if s.best else s.policy
+        t.add_row(name, *[f"{s.at[x]:.2f}" for x in fillup.ARRIVED_POINTS], f"{s.sd130:.2f}",
+                  f"{s.first_failure:.1f}", "/".join(f"{s.rejected[c]:.0f}" for c in
+                                                     ("capacity", "fragmentation", "geometry")),
+                  f"{s.creates:.0f}", str(s.moves))
+    return t
+
+
+# -- online --------------------------------------------------------------------------------
+
+
+@dataclass
+class OnlineSummary:
+    mix: str
+    load: float
+    policy: str
+    seeds: int
+    accepted_pct: float
+    demand_pct: float
+    demand_sd: float
+    utilisation: float
+    creates: float
+    reuses: float
+    destroys: float
+    geometry_changes: float
+    moves: int
+    best: bool = False
+
+
+def _online_job(policy: str, mix: str, load: float, seed: int, trace_dir: str, arrivals: int, nodes: int,
+                gpus: int, model: str) -> online.OnlineResult:
+    pods = traces.load_pods(traces.pod_list_path(Path(trace_dir), "default")) if mix != "uniform" else []
+    return online.run_online(policy, mix, load, seed, pods, nodes, gpus, arrivals, model=model)
+
+
+def simulate_online(mixes: list[str], loads: list[float], policies: list[str], seeds: list[int],
+                    trace_dir: Path, arrivals: int, nodes: int, gpus: int, model: str,
+                    workers: int) -> tuple[list[OnlineSummary], list[online.OnlineResult]]:
+    for mix in mixes:
+        if mix not in online.MIXES:
+            raise ValueError(f"unknown request mix {mix!r}; choose from {', '.join(online.MIXES)}")
+    if any(m != "uniform" for m in mixes):
+        traces.load_pods(traces.pod_list_path(trace_dir, "default"))
+    jobs = [(p, m, ld, s, str(trace_dir), arrivals, nodes, gpus, model)
+            for m in mixes for ld in loads for p in policies for s in seeds]
+    results = _pool_map(_online_job, jobs, workers, "online")
+    summaries = []
+    for mix in mixes:
+        for load in loads:
+            group = []
+            for policy in policies:
+                runs = [r for r in results if (r.policy, r.mix, r.load) == (policy, mix, load)]
+                mean, sd = _mean_sd([r.accepted_demand_pct for r in runs])
+                group.append(OnlineSummary(
+                    mix, load, policy, len(runs), _mean_sd([r.accepted_pct for r in runs])[0], mean, sd,
+                    _mean_sd([r.utilisation for r in runs])[0],
+                    statistics.fmean(r.per_thousand(r.counters.creates) for r in runs),
+                    statistics.fmean(r.per_thousand(r.counters.reuses) for r in runs),
+                    statistics.fmean(r.per_thousand(r.counters.destroys) for r in runs),
+                    statistics.fmean(r.per_thousand(r.counters.geometry_changes) for r in runs),
+                    sum(r.counters.moves for r in runs),
+                ))
+            best = best_policies({s.policy: s.demand_pct for s in group}, {s.policy: s.demand_sd for s in group})
+            for s in group:
+                s.best = s.policy in best
+            summaries += group
+    return summaries, results
+
+
+def write_online(out: Path, summaries: list[OnlineSummary], results: list[online.OnlineResult]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    summary_csv = out / "online-summary.csv"
+    with summary_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["mix", "load", "policy", "seeds", "accepted_pods_pct", "accepted_demand_pct", "demand_sd",
+                    "utilisation_pct", "creates_per_1000", "reuses_per_1000", "destroys_per_1000",
+                    "geometry_changes_per_1000", "moves", "best"])
+        for s in summaries:
+            w.writerow([s.mix, s.load, s.policy, s.seeds, f"{s.accepted_pct:.3f}", f"{s.demand_pct:.3f}",
+                        f"{s.demand_sd:.3f}", f"{s.utilisation:.3f}", f"{s.creates:.1f}", f"{s.reuses:.1f}",
+                        f"{s.destroys:.1f}", f"{s.geometry_changes:.1f}", s.moves, int(s.best)])
+    runs_csv = out / "online-runs.csv"
+    with runs_csv.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["mix", "load", "policy", "seed", "measured", "accepted", "accepted_demand_pct",
+                    "utilisation_pct", "creates", "reuses", "destroys", "geometry_changes", "moves"])
+        for r in results:
+            c = r.counters
+            w.writerow([r.mix, r.load, r.policy, r.seed, r.measured, r.accepted, f"{r.accepted_demand_pct:.3f}",
+                        f"{r.utilisation:.3f}", c.creates, c.reuses, c.destroys, c.geometry_changes, c.moves])
+    png = out / "online.png"
+    _plot_online(png, summaries)
+    return [summary_csv, runs_csv, png]
+
+
+def _plot_online(path: Path, summaries: list[OnlineSummary]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = list(dict.fromkeys((s.mix, s.load) for s in summaries))
+    policies = list(dict.fromkeys(s.policy for s in summaries))
+    width = 0.8 / max(len(policies), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5), dpi=110)
+    for j, policy in enumerate(policies):
+        vals = [next(s.demand_pct for s in summaries if (s.mix, s.load, s.policy) == (*g, policy)) for g in groups]
+        errs = [next(s.demand_sd for s in summaries if (s.mix, s.load, s.policy) == (*g, policy)) for g in groups]
+        ax.bar(np.arange(len(groups)) + j * width, vals, width, yerr=errs, label=policy, capsize=2)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{m}\nload {ld}" for m, ld in groups])
+    ax.set_ylabel("accepted demand (% of arrived compute slices)")
+    ax.set_title("online: Poisson arrivals, lognormal lifetimes, reject on arrival")
+    low = min(s.demand_pct for s in summaries)
+    ax.set_ylim(max(0, low - 10), 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def online_table(summaries: list[OnlineSummary]):
+    from rich.table import Table
+
+    t = Table(title="online: accepted pods and demand (compute slices), per 1,000 placed pods")
+    for col in ("mix", "load", "policy", "pods %", "demand %", "sd", "util %", "creates", "reuses", "destroys",
+                "geom. changes", "moves"):
+        t.add_column(col, justify="right" if col not in ("mix", "policy") else "left")
+    for s in summaries:
+        t.add_row(s.mix, f"{s.load:g}", f"{s.policy} ★" if s.best else s.policy, f"{s.accepted_pct:.2f}",
+                  f"{s.demand_pct:.2f}", f"{s.demand_sd:.2f}", f"{s.utilisation:.2f}", f"{s.creates:.0f}",
+                  f"{s.reuses:.0f}", f"{s.destroys:.0f}", f"{s.geometry_changes:.0f}", str(s.moves))
+    return t
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
