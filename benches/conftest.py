@@ -8,6 +8,7 @@ speed-up, growth with cluster size, engine bytes per GPU and the targets.
 
 from __future__ import annotations
 
+import os
 from itertools import pairwise
 
 import pytest
@@ -17,6 +18,13 @@ BUILD_TIMEOUT_S = 900  # building the 100,000-GPU cluster happens inside the fir
 TARGET_SCAN_US = 100.0  # fits + scores over 10,000 GPUs
 TARGET_RESERVE_US = 5.0  # reserve or release
 TARGET_BYTES = 64  # engine bytes per GPU
+
+
+_LOAD: dict[str, tuple[float, float, float]] = {}
+
+
+def pytest_sessionstart(session):
+    _LOAD["start"] = os.getloadavg()
 
 
 def pytest_collect_file(file_path, parent):
@@ -61,12 +69,14 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     # (case, impl, gpus) -> median µs; and per-cluster info
     med: dict[tuple[str, str, int], float] = {}
+    mean: dict[tuple[str, str, int], float] = {}
     info: dict[tuple[str, int], dict] = {}
     for b in bs.benchmarks:
         ex = b.extra_info or {}
         if "case" not in ex or not b.stats or not b.stats.data:
             continue
         med[(ex["case"], ex["impl"], ex["gpus"])] = b.stats.median * 1e6
+        mean[(ex["case"], ex["impl"], ex["gpus"])] = b.stats.mean * 1e6
         info[(ex["impl"], ex["gpus"])] = ex
     if not med:
         return
@@ -74,14 +84,14 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.section("hami engine benchmarks: median µs")
     cases = list(dict.fromkeys(c for c, _, _ in med))
     sizes = sorted({n for _, _, n in med})
-    w(f"{'case':<30}{'GPUs':>9}{'compiled':>12}{'twin':>12}{'twin/compiled':>15}")
+    w(f"{'case':<30}{'GPUs':>9}{'compiled':>12}{'twin':>12}{'twin/compiled':>15}{'compiled mean':>15}")
     for case in cases:
         for n in sizes:
             c, t = med.get((case, "compiled", n)), med.get((case, "twin", n))
             if c is None and t is None:
                 continue
             sp = f"{t / c:,.1f}x" if c and t else "-"
-            w(f"{case:<30}{n:>9,}{_fmt(c):>12}{_fmt(t):>12}{sp:>15}")
+            w(f"{case:<30}{n:>9,}{_fmt(c):>12}{_fmt(t):>12}{sp:>15}{_fmt(mean.get((case, 'compiled', n))):>15}")
 
     w("")
     w("growth with cluster size (median ratio per 10x GPUs; 10.0 = linear) and ns per GPU:")
@@ -113,6 +123,12 @@ def pytest_terminal_summary(terminalreporter, config):
             w("      WARNING: usage from decisions differs from usage read back from the arrays")
     if not any(ex.get("compiled_available", True) for ex in info.values()):
         w("  WARNING: the compiled kernels are not built; 'compiled' ran the pure-Python twin")
+
+    start, end = _LOAD.get("start"), os.getloadavg()
+    w(
+        f"  cpus {os.cpu_count()}, load average at start {start[0]:.2f}, at end {end[0]:.2f}"
+        " (other load on the machine inflates and scatters the timings)"
+    )
 
     w("")
     w("targets (reported, not asserted):")

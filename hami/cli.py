@@ -1,5 +1,5 @@
-"""The `hami` command: `hami demo` and `hami simulate` today; scheduler, device plugin and
-inspect arrive with their issues."""
+"""The `hami` command: `hami demo`, `hami simulate` and `hami sim up` today; scheduler, device
+plugin and inspect arrive with their issues."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
     demo.add_argument("--show", type=int, default=25, help="decisions to print (default 25)")
     _simulate_parser(sub)
+    sim = sub.add_parser("sim", help="the local control plane (Kubernetes API subset, kube-scheduler, kubelets)")
+    sim_cmd = sim.add_subparsers(dest="sim_command", required=True)
+    up = sim_cmd.add_parser("up", help="start a local control plane and print the kubeconfig path")
+    up.add_argument("--nodes", required=True,
+                    help="cluster spec, e.g. '2 x (8 x A100-SXM4-80GB, mode=mig), 1 x (4 x A10, mode=hami-core)'")
+    up.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: a free one)")
+    up.add_argument("--workdir", default=None, help="folder for the kubeconfig, sockets and state files")
+    up.add_argument("--extender-url", default=None, help="scheduler extender URL (default: none)")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -94,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "simulate":
         return _simulate(args)
+    if args.command == "sim":
+        from hami.sim import cluster
+
+        return cluster.sim_up(args.nodes, workdir=args.workdir, port=args.port, extender_url=args.extender_url)
     if args.command == "demo":
         from hami.sim import demo
 

@@ -1,5 +1,11 @@
-"""The embedded simulator: the engine-level demo now; the local control plane (API server,
-kube-scheduler driver, kubelet on fakenvml), trace replay and policy comparison next.
+"""The embedded simulator: everything that stands in for what this machine lacks.
+
+- `demo.py`: `hami demo`, the engine on an embedded cluster.
+- `traces.py`, `runner.py`, `fillup.py`, `online.py`, `simulate.py`: `hami simulate`, packing
+  quality of every policy on the openb trace.
+- `apiserver/`, `kubescheduler.py`, `kubelet.py`, `cluster.py`: the local control plane
+  (`hami sim up`): a Kubernetes API subset, a kube-scheduler driver and kubelets.
+- `fakenvml.py`: the control interface of the simulated libnvidia-ml (native/fakenvml).
 
 May import every other package of hami; production code never imports it.
 """

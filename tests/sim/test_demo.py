@@ -27,3 +27,8 @@ def test_cli_demo_runs(capsys):
 def test_cli_rejects_bad_arguments(capsys):
     assert cli.main(["demo", "--pods", "0"]) == 2
     assert "--pods must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_sim_up_rejects_a_bad_spec(capsys, tmp_path):
+    assert cli.main(["sim", "up", "--nodes", "2 x (8 x NoSuchGPU, mode=mig)", "--workdir", str(tmp_path)]) == 2
+    assert "NoSuchGPU" in capsys.readouterr().err

@@ -1,0 +1,313 @@
+"""The simulated cluster: a node spec string, and the ControlPlane that runs API server, scheduler and kubelets.
+
+Spec grammar (hardware first, then the node's operating mode), e.g.
+
+    2 x (8 x A100-SXM4-80GB, mode=mig), 1 x (4 x A10, mode=hami-core)
+
+`<nodes> x (<gpus> x <model>[, mode=mig|hami-core][, name=<prefix>])`, groups separated by commas;
+`<nodes> x` may be left out (one node); `x`, `X`, `*` and `×` all read as "times". Models are
+resolved with `hami.devices.naming.find_model` (NVML name, HAMi type, key or alias). The mode
+defaults to `mig` on MIG-capable models and `hami-core` otherwise; `mode=mig` on a model without
+MIG is an error.
+
+Each node gets a kubelet (its own short device-plugin directory), a fakenvml state-file path
+(created by the injected `create_state` hook) and whatever device plugin the injected
+`start_plugin` hook starts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from hami.devices import errors as device_errors
+from hami.devices import naming
+from hami.devices.models import GpuModel
+from hami.sim.apiserver import ApiServer
+from hami.sim.kubelet import Kubelet, ProcessAttacher, short_socket_dir
+from hami.sim.kubescheduler import ExtenderConfig, KubeScheduler, ManagedResource, SchedulerConfig
+
+log = logging.getLogger(__name__)
+
+MODES = ("mig", "hami-core")
+_TIMES = r"\s*[xX*×]\s*"
+HAMI_MANAGED_RESOURCES = ("nvidia.com/gpu", "nvidia.com/gpumem", "nvidia.com/gpucores",
+                          "nvidia.com/gpumem-percentage", "nvidia.com/priority")
+
+
+class ClusterSpecError(ValueError):
+    """A node spec string that cannot be read; the message says where and what to write instead."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One simulated node's hardware and operating mode."""
+
+    name: str
+    model: GpuModel
+    gpus: int
+    mode: str
+
+    def labels(self) -> dict[str, str]:
+        return {"gpu": "on", "nvidia.com/gpu.product": self.model.nvml_name.replace(" ", "-"),
+                "nvidia.com/gpu.count": str(self.gpus), "hami.io/sim-mode": self.mode}
+
+
+def _split_groups(text: str) -> list[str]:
+    groups, depth, current = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ClusterSpecError(f"unbalanced ')' in node spec {text!r}")
+        if ch == "," and depth == 0:
+            groups.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth:
+        raise ClusterSpecError(f"unbalanced '(' in node spec {text!r}")
+    groups.append("".join(current))
+    return [g.strip() for g in groups]
+
+
+def parse_nodes(text: str) -> list[NodeSpec]:
+    """Read a node spec string (module docstring) into NodeSpecs with unique names."""
+    if not text or not text.strip():
+        raise ClusterSpecError("empty node spec; example: '2 x (8 x A100-SXM4-80GB, mode=mig)'")
+    nodes: list[NodeSpec] = []
+    for group in _split_groups(text):
+        if not group:
+            raise ClusterSpecError(f"empty group in node spec {text!r} (a stray comma?)")
+        m = re.fullmatch(rf"(?:(\d+){_TIMES})?\((.*)\)", group)
+        if not m:
+            raise ClusterSpecError(f"cannot read {group!r}: write '<nodes> x (<gpus> x <model>[, mode=...])', "
+                                   f"e.g. '2 x (8 x A100-SXM4-80GB, mode=mig)'")
+        count = int(m.group(1) or 1)
+        parts = [p.strip() for p in m.group(2).split(",")]
+        hw = re.fullmatch(rf"(\d+){_TIMES}(\S.*)", parts[0])
+        if not hw:
+            raise ClusterSpecError(f"cannot read the hardware {parts[0]!r} in {group!r}: write '<gpus> x <model>', "
+                                   f"e.g. '8 x A100-SXM4-80GB'")
+        gpus, model_name = int(hw.group(1)), hw.group(2).strip()
+        if count < 1 or gpus < 1:
+            raise ClusterSpecError(f"{group!r}: node and GPU counts must be at least 1")
+        try:
+            model = naming.find_model(model_name)
+        except device_errors.UnknownModelError as exc:
+            raise ClusterSpecError(f"{group!r}: {exc}") from exc
+        options: dict[str, str] = {}
+        for option in parts[1:]:
+            key, sep, value = option.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or key not in ("mode", "name") or not value:
+                raise ClusterSpecError(f"{group!r}: unknown option {option!r}; options are mode=mig|hami-core and "
+                                       f"name=<node name prefix>")
+            options[key] = value
+        mode = options.get("mode", "mig" if model.mig_capable else "hami-core")
+        if mode not in MODES:
+            raise ClusterSpecError(f"{group!r}: mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode == "mig" and not model.mig_capable:
+            raise ClusterSpecError(f"{group!r}: {model.key} is not MIG-capable; use mode=hami-core")
+        prefix = options.get("name", "node")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", prefix):
+            raise ClusterSpecError(f"{group!r}: name prefix {prefix!r} must be lower-case letters, digits and '-'")
+        for _ in range(count):
+            index = sum(1 for n in nodes if n.name.rsplit("-", 1)[0] == prefix)
+            nodes.append(NodeSpec(f"{prefix}-{index}", model, gpus, mode))
+    return nodes
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass
+class SimNode:
+    """A running simulated node: its spec, files and kubelet."""
+
+    spec: NodeSpec
+    state_path: Path  # the node's fakenvml state file
+    plugin_dir: Path  # the kubelet's device-plugin directory (kubelet.sock lives here)
+    kubelet: Kubelet
+    plugin: Stoppable | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+StateFactory = Callable[[NodeSpec, Path], None]
+"""Creates the node's fakenvml state file at the given path (fakenvml's control interface)."""
+PluginStarter = Callable[[SimNode, Path], Stoppable | None]
+"""Starts the device plugin of a node, given the node and the kubeconfig path; returns what stops it."""
+AttacherFactory = Callable[[SimNode], ProcessAttacher | None]
+"""The node's process attacher (fakenvml control interface over its state file)."""
+
+
+class FakeNvmlAttacher:
+    """ProcessAttacher over one node's fakenvml state file (MIG- uuids: that MIG device; GPU- uuids: the GPU)."""
+
+    def __init__(self, state_path: Path) -> None:
+        from hami.sim import fakenvml  # imported here: the simulator's C-library side is optional
+
+        self._node = fakenvml.FakeNode(state_path)
+
+    def attach(self, node: str, uuid: str, pid: int) -> None:
+        if uuid.startswith("MIG-"):
+            self._node.attach(uuid, pid)
+            return
+        gpus = self._node.read().gpus
+        index = next((i for i, gpu in enumerate(gpus) if gpu.uuid == uuid), None)
+        if index is None:
+            raise KeyError(f"no GPU {uuid} on node {node}")
+        self._node.attach_gpu(index, pid)
+
+    def detach(self, node: str, uuid: str, pid: int) -> None:
+        self._node.detach(pid)  # pids are per container: this removes exactly its processes
+
+
+def fakenvml_state(spec: NodeSpec, path: Path) -> None:
+    """A StateFactory: a fresh fakenvml state file with the node's GPUs, MIG mode on for mode=mig nodes."""
+    from hami.sim import fakenvml
+
+    gpus = [fakenvml.GpuSpec(spec.model, mig=spec.mode == "mig") for _ in range(spec.gpus)]
+    fakenvml.FakeNode.create(path, gpus, node=spec.name)
+
+
+def fakenvml_attacher(node: SimNode) -> FakeNvmlAttacher:
+    """An AttacherFactory: attach through the node's own fakenvml state file."""
+    return FakeNvmlAttacher(node.state_path)
+
+
+def hami_extender(url: str, *, prioritize: bool = True, http_timeout: float = 30.0) -> ExtenderConfig:
+    """The extender stanza HAMi's chart generates (reference §1.6), plus our prioritize verb."""
+    return ExtenderConfig(url_prefix=url, filter_verb="filter", prioritize_verb="prioritize" if prioritize else "",
+                          bind_verb="bind", weight=1, http_timeout=http_timeout, node_cache_capable=True,
+                          managed_resources=tuple(ManagedResource(r, True) for r in HAMI_MANAGED_RESOURCES))
+
+
+@dataclass
+class ControlPlane:
+    """API server + kube-scheduler driver + one kubelet per node. `start()`/`stop()` or a `with` block."""
+
+    nodes: Sequence[NodeSpec]
+    workdir: Path
+    port: int = 0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    create_state: StateFactory | None = None
+    start_plugin: PluginStarter | None = None
+    attacher: AttacherFactory | None = None
+    api: ApiServer | None = None
+    kubescheduler: KubeScheduler | None = None
+    sim_nodes: list[SimNode] = field(default_factory=list)
+    kubeconfig: Path | None = None
+
+    def start(self) -> ControlPlane:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.api = ApiServer(port=self.port).start()
+            self.kubeconfig = self.api.write_kubeconfig(self.workdir / "kubeconfig")
+            for index, spec in enumerate(self.nodes):
+                self._start_node(spec, index)
+            self.kubescheduler = KubeScheduler(self.api.store, self.scheduler).start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("control plane up nodes=%d kubeconfig=%s", len(self.sim_nodes), self.kubeconfig)
+        return self
+
+    def _start_node(self, spec: NodeSpec, index: int) -> None:
+        assert self.api is not None and self.kubeconfig is not None
+        node_dir = self.workdir / "nodes" / spec.name
+        node_dir.mkdir(parents=True, exist_ok=True)
+        state_path = node_dir / "fakenvml-state.json"
+        if self.create_state is not None:
+            self.create_state(spec, state_path)
+        kubelet = Kubelet(spec.name, self.api.store, short_socket_dir(f"hk-{spec.name[:20]}-"),
+                          labels=spec.labels(), node_ip=f"10.0.{index // 250}.{index % 250 + 1}")
+        node = SimNode(spec, state_path, kubelet.plugin_dir, kubelet)
+        if self.attacher is not None:
+            kubelet.attacher = self.attacher(node)
+        self.sim_nodes.append(node)
+        kubelet.start()
+        if self.start_plugin is not None:
+            node.plugin = self.start_plugin(node, self.kubeconfig)
+
+    def stop(self) -> None:
+        if self.kubescheduler is not None:
+            self.kubescheduler.stop()
+            self.kubescheduler = None
+        for node in reversed(self.sim_nodes):
+            if node.plugin is not None:
+                with contextlib.suppress(Exception):
+                    node.plugin.stop()
+            node.kubelet.stop()
+            shutil.rmtree(node.plugin_dir, ignore_errors=True)
+        self.sim_nodes = []
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def node(self, name: str) -> SimNode:
+        return next(n for n in self.sim_nodes if n.name == name)
+
+
+def sim_up(nodes: str, *, workdir: str | Path | None = None, port: int = 0, extender_url: str | None = None,
+           scheduler_name: str = "hami-scheduler", create_state: StateFactory | None = None,
+           start_plugin: PluginStarter | None = None, attacher: AttacherFactory | None = None,
+           out: TextIO | None = None, err: TextIO | None = None, stop: threading.Event | None = None) -> int:
+    """`hami sim up --nodes '<spec>'`: start a control plane, print the kubeconfig path, run until Ctrl-C.
+
+    Returns the exit status: 0 after a clean stop, 2 for an unreadable node spec (message on `err`).
+    By default each node gets a fakenvml state file (`fakenvml_state`) and its kubelet attaches
+    container processes through it (`fakenvml_attacher`); `start_plugin` starts device plugins.
+    `stop` ends the run from another thread (tests); otherwise it runs until KeyboardInterrupt.
+    """
+    out, err = out or sys.stdout, err or sys.stderr
+    create_state = create_state or fakenvml_state
+    attacher = attacher or fakenvml_attacher
+    try:
+        specs = parse_nodes(nodes)
+    except ClusterSpecError as exc:
+        print(f"hami sim up: {exc}", file=err)
+        return 2
+    directory = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="hami-sim-"))
+    extenders = (hami_extender(extender_url),) if extender_url else ()
+    plane = ControlPlane(specs, directory, port=port,
+                         scheduler=SchedulerConfig(scheduler_name=scheduler_name, extenders=extenders),
+                         create_state=create_state, start_plugin=start_plugin, attacher=attacher)
+    stop = stop or threading.Event()
+    with plane:
+        assert plane.api is not None
+        print(f"kubeconfig: {plane.kubeconfig}", file=out)
+        print(f"api server: {plane.api.url}", file=out)
+        for node in plane.sim_nodes:
+            print(f"node {node.name}: {node.spec.gpus} x {node.spec.model.key}, mode={node.spec.mode}, "
+                  f"device plugins in {node.plugin_dir}", file=out)
+        print(f"try: kubectl --kubeconfig {plane.kubeconfig} get nodes,pods -A   (Ctrl-C stops)", file=out)
+        out.flush()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            print("stopping", file=out)
+    return 0

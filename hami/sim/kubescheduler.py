@@ -1,0 +1,602 @@
+"""A kube-scheduler stand-in that drives scheduler extenders exactly as kube-scheduler's HTTPExtender does.
+
+Per pending pod whose `schedulerName` is ours (reference §1.3–1.4):
+1. in-tree filters first: node `spec.unschedulable` (unless tolerated), NoSchedule/NoExecute taints
+   vs tolerations, `nodeSelector` and required node affinity, and the NodeResourcesFit check for
+   extended resources that are not `ignoredByScheduler` (requests of assigned pods vs node
+   allocatable). CPU, memory and pod-count fit are not modelled;
+2. each interested extender's `filter` (POST `<urlPrefix>/<filterVerb>`, PascalCase ExtenderArgs,
+   `NodeNames` when nodeCacheCapable else a full `Nodes` NodeList), survivors feed the next; an
+   `Error` field, a non-200 status or a timeout is a scheduling error (skipped when `ignorable`);
+   names outside the input are an error; a null `NodeNames` means none survived;
+3. exactly one feasible node: chosen without prioritize; several: each interested extender's
+   `prioritize` (errors ignored), combined as score × weight × (MaxNodeScore 100 / MaxExtenderPriority
+   10); the highest total wins, ties broken at random (kube-scheduler's own score plugins are not
+   modelled, they add 0);
+4. the first interested extender with a `bindVerb` binds (else a Binding is posted directly); a
+   failed bind puts the pod back unless it got bound anyway.
+An unschedulable pod gets `PodScheduled=False/Unschedulable` and a FailedScheduling event and waits
+for a cluster change (a node added or changed, an assigned pod changed or deleted), or
+`max_unschedulable_seconds`; a scheduling error gets `PodScheduled=False/SchedulerError` and retries
+with exponential backoff (`initial_backoff` doubling up to `max_backoff`). Success: a Scheduled event.
+Queue order is kube-scheduler's PrioritySort (priority, then arrival). Pods are scheduled one at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from hami.sim.apiserver import errors, events
+from hami.sim.apiserver.store import Store, set_condition
+from hami.sim.apiserver.watch import Watcher
+
+log = logging.getLogger(__name__)
+
+MAX_NODE_SCORE = 100
+MAX_EXTENDER_PRIORITY = 10
+DEFAULT_EXTENDER_TIMEOUT = 5.0
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+@dataclass(frozen=True)
+class ManagedResource:
+    name: str
+    ignored_by_scheduler: bool = False
+
+
+@dataclass(frozen=True)
+class ExtenderConfig:
+    """One `extenders[]` entry of KubeSchedulerConfiguration (reference §1.5)."""
+
+    url_prefix: str
+    filter_verb: str = "filter"
+    prioritize_verb: str = ""
+    bind_verb: str = "bind"
+    weight: int = 1
+    http_timeout: float = DEFAULT_EXTENDER_TIMEOUT  # seconds; 0 means kube-scheduler's 5 s default
+    node_cache_capable: bool = True
+    managed_resources: tuple[ManagedResource, ...] = ()
+    ignorable: bool = False
+    tls_insecure: bool = True  # https without a CA: kube-scheduler does not verify
+
+    def __post_init__(self) -> None:
+        if self.prioritize_verb and self.weight <= 0:
+            raise ValueError(f"extender {self.url_prefix}: weight must be positive when prioritizeVerb is set")
+
+    def interested(self, pod: dict[str, Any]) -> bool:
+        """IsInterested: no managed resources = every pod; else a container or init container asks for one."""
+        if not self.managed_resources:
+            return True
+        names = {m.name for m in self.managed_resources}
+        spec = pod.get("spec") or {}
+        for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+            res = container.get("resources") or {}
+            if names & (set(res.get("requests") or {}) | set(res.get("limits") or {})):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    scheduler_name: str = "hami-scheduler"
+    extenders: tuple[ExtenderConfig, ...] = ()
+    initial_backoff: float = 1.0  # podInitialBackoffSeconds
+    max_backoff: float = 10.0  # podMaxBackoffSeconds
+    max_unschedulable_seconds: float = 300.0  # podMaxInUnschedulablePodsDuration
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if sum(1 for e in self.extenders if e.bind_verb) > 1:
+            raise ValueError("only one extender can implement bind")
+
+
+class ExtenderError(Exception):
+    """A failed extender call, worded as kube-scheduler words it."""
+
+
+def _field(obj: Any, name: str) -> Any:
+    """Go's case-insensitive JSON field match."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    lowered = name.lower()
+    return next((v for k, v in obj.items() if k.lower() == lowered), None)
+
+
+class Extender:
+    """The HTTP client side of one extender."""
+
+    def __init__(self, config: ExtenderConfig) -> None:
+        self.config = config
+        self._ssl = ssl._create_unverified_context() if config.tls_insecure else None
+
+    def interested(self, pod: dict[str, Any]) -> bool:
+        return self.config.interested(pod)
+
+    def _send(self, verb: str, args: Any) -> Any:
+        url = self.config.url_prefix.rstrip("/") + "/" + verb
+        data = json.dumps(args, separators=(",", ":")).encode()
+        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+        timeout = self.config.http_timeout or DEFAULT_EXTENDER_TIMEOUT
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self._ssl) as resp:
+                body = resp.read()
+                code = resp.status
+        except urllib.error.HTTPError as exc:
+            raise ExtenderError(f"failed {verb} with extender at URL {url}, code {exc.code}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ExtenderError(f'Post "{url}": {reason}') from exc
+        if code != 200:
+            raise ExtenderError(f"failed {verb} with extender at URL {url}, code {code}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ExtenderError(f"failed {verb} with extender at URL {url}: invalid JSON: {exc}") from exc
+
+    def _args(self, pod: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.config.node_cache_capable:
+            return {"Pod": pod, "Nodes": None, "NodeNames": [n["metadata"]["name"] for n in nodes]}
+        return {"Pod": pod, "Nodes": {"metadata": {}, "items": nodes}, "NodeNames": None}
+
+    def filter(self, pod: dict[str, Any], nodes: list[dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+        """(survivors, failed, failed-and-unresolvable)."""
+        result = self._send(self.config.filter_verb, self._args(pod, nodes))
+        if _field(result, "Error"):
+            raise ExtenderError(str(_field(result, "Error")))
+        by_name = {n["metadata"]["name"]: n for n in nodes}
+        survivors: list[dict[str, Any]] = []
+        if self.config.node_cache_capable:
+            for name in _field(result, "NodeNames") or []:
+                if name not in by_name:
+                    raise ExtenderError(f'extender "{self.config.url_prefix}" claims a filtered node "{name}" '
+                                        f"which is not found in the input node list")
+                survivors.append(by_name[name])
+        else:
+            for node in (_field(result, "Nodes") or {}).get("items") or []:
+                name = (node.get("metadata") or {}).get("name")
+                if name not in by_name:
+                    raise ExtenderError(f'extender "{self.config.url_prefix}" claims a filtered node "{name}" '
+                                        f"which is not found in the input node list")
+                survivors.append(by_name[name])
+        failed = dict(_field(result, "FailedNodes") or {})
+        unresolvable = dict(_field(result, "FailedAndUnresolvableNodes") or {})
+        return survivors, failed, unresolvable
+
+    def prioritize(self, pod: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, int]:
+        result = self._send(self.config.prioritize_verb, self._args(pod, nodes))
+        if not isinstance(result, list):
+            raise ExtenderError(f"prioritize with extender at URL {self.config.url_prefix}: not a HostPriorityList")
+        scores = {}
+        for entry in result:
+            score = _field(entry, "Score")
+            if not isinstance(score, int) or isinstance(score, bool):
+                raise ExtenderError(f"prioritize: score {score!r} is not an integer")
+            scores[str(_field(entry, "Host"))] = score
+        return scores
+
+    def bind(self, pod: dict[str, Any], node: str) -> None:
+        meta = pod["metadata"]
+        result = self._send(self.config.bind_verb, {"PodName": meta["name"], "PodNamespace": meta["namespace"],
+                                                     "PodUID": meta["uid"], "Node": node})
+        if _field(result, "Error"):
+            raise ExtenderError(str(_field(result, "Error")))
+
+
+# ----------------------------------------------------------------------------------------------
+# in-tree filters
+
+
+def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
+    for tol in tolerations:
+        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
+            continue
+        if tol.get("operator", "Equal") == "Exists":
+            if not tol.get("key") or tol.get("key") == taint.get("key"):
+                return True
+        elif tol.get("key") == taint.get("key") and (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def _expression_matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
+    key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+    if op == "In":
+        return key in labels and labels[key] in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    if op in ("Gt", "Lt") and key in labels and values:
+        try:
+            have, want = int(labels[key]), int(values[0])
+        except ValueError:
+            return False
+        return have > want if op == "Gt" else have < want
+    return False
+
+
+def _affinity_matches(pod: dict[str, Any], node: dict[str, Any]) -> bool:
+    spec, meta = pod.get("spec") or {}, node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+        return False
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = required.get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+    fields = {"metadata.name": meta.get("name", "")}
+    return any(
+        (t.get("matchExpressions") or t.get("matchFields"))
+        and all(_expression_matches(e, labels) for e in t.get("matchExpressions") or [])
+        and all(_expression_matches(e, fields) for e in t.get("matchFields") or [])
+        for t in terms)
+
+
+def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
+    """Effective integer requests: max(sum over containers, max over init containers), per resource."""
+    spec = pod.get("spec") or {}
+
+    def of(container: dict[str, Any]) -> dict[str, int]:
+        res = container.get("resources") or {}
+        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        out = {}
+        for name, value in merged.items():
+            try:
+                out[name] = int(str(value))
+            except ValueError:
+                continue  # cpu/memory quantities: not modelled
+        return out
+
+    total: Counter[str] = Counter()
+    for container in spec.get("containers") or []:
+        total.update(of(container))
+    for container in spec.get("initContainers") or []:
+        for name, value in of(container).items():
+            total[name] = max(total[name], value)
+    return dict(total)
+
+
+def _is_extended(name: str) -> bool:
+    return "/" in name and not name.split("/", 1)[0].endswith("kubernetes.io")
+
+
+# ----------------------------------------------------------------------------------------------
+# the scheduler
+
+
+@dataclass(order=True)
+class _Entry:
+    sort: tuple[int, float, int]
+    key: str = field(compare=False)
+
+
+class KubeScheduler:
+    """Schedules our pods through the configured extenders (module docstring). `start()`/`stop()`."""
+
+    def __init__(self, store: Store, config: SchedulerConfig | None = None) -> None:
+        self.store = store
+        self.config = config or SchedulerConfig()
+        self.extenders = [Extender(e) for e in self.config.extenders]
+        # ignorable extenders run after the others, as kube-scheduler orders them
+        self.extenders.sort(key=lambda e: e.config.ignorable)
+        self._rng = random.Random(self.config.seed)
+        self._inbox: queue.Queue[tuple[str, str, dict[str, Any]] | None] = queue.Queue()
+        self._active: list[_Entry] = []
+        self._queued: set[str] = set()
+        self._backoff: dict[str, float] = {}  # key -> ready time
+        self._unschedulable: dict[str, float] = {}  # key -> since
+        self._attempts: Counter[str] = Counter()
+        self._last_failure: dict[str, float] = {}
+        self._seen: dict[str, dict[str, Any]] = {}
+        self._seq = itertools.count()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watchers: list[Watcher] = []
+        self.attempts_total = 0
+
+    # -- lifecycle
+
+    def start(self) -> KubeScheduler:
+        for plural in ("pods", "nodes"):
+            watcher = self.store.watch(plural)
+            self._watchers.append(watcher)
+            self._threads.append(threading.Thread(target=self._pump, args=(plural, watcher),
+                                                  name=f"kube-scheduler-watch-{plural}", daemon=True))
+        self._threads.append(threading.Thread(target=self._loop, name="kube-scheduler", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for watcher in self._watchers:
+            watcher.close()
+        self._inbox.put(None)
+        for thread in self._threads:
+            thread.join(10)
+        self._threads, self._watchers = [], []
+
+    def __enter__(self) -> KubeScheduler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _pump(self, plural: str, watcher: Watcher) -> None:
+        while True:
+            item = watcher.next_event(None)
+            if item is Watcher.CLOSED or item is None:
+                return
+            kind, obj = item  # type: ignore[misc]
+            self._inbox.put((plural, kind, obj))
+
+    # -- queueing
+
+    def _ours(self, pod: dict[str, Any]) -> bool:
+        spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
+        return (spec.get("schedulerName") == self.config.scheduler_name and not spec.get("nodeName")
+                and not meta.get("deletionTimestamp")
+                and (pod.get("status") or {}).get("phase", "Pending") == "Pending")
+
+    def _enqueue(self, key: str, pod: dict[str, Any] | None = None) -> None:
+        if key in self._queued:
+            return
+        pod = pod or self._seen.get(key) or {}
+        priority = int((pod.get("spec") or {}).get("priority") or 0)
+        heapq.heappush(self._active, _Entry((-priority, time.monotonic(), next(self._seq)), key))
+        self._queued.add(key)
+
+    def _backoff_for(self, key: str) -> float:
+        attempts = max(1, self._attempts[key])
+        return min(self.config.initial_backoff * (2 ** (attempts - 1)), self.config.max_backoff)
+
+    def _move_all(self, why: str) -> None:
+        """A cluster change: unschedulable pods go to active, or to backoff if theirs has not expired."""
+        if not self._unschedulable:
+            return
+        log.debug("requeue unschedulable pods count=%d event=%s", len(self._unschedulable), why)
+        now = time.monotonic()
+        for key in list(self._unschedulable):
+            del self._unschedulable[key]
+            ready = self._last_failure.get(key, 0.0) + self._backoff_for(key)
+            if ready > now:
+                self._backoff[key] = ready
+            else:
+                self._enqueue(key)
+
+    def _forget(self, key: str) -> None:
+        self._unschedulable.pop(key, None)
+        self._backoff.pop(key, None)
+        self._seen.pop(key, None)
+        self._attempts.pop(key, None)
+        self._last_failure.pop(key, None)
+        # an entry left in the heap is skipped when popped (the pod is re-read then)
+
+    def _on_event(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
+        if plural == "nodes":
+            self._move_all(f"Node{kind.capitalize()}")
+            return
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        if kind != "DELETED" and self._ours(obj):
+            previous = self._seen.get(key)
+            self._seen[key] = obj
+            if key in self._unschedulable:
+                if previous is not None and (previous.get("spec") != obj.get("spec")
+                                             or previous["metadata"].get("labels") != meta.get("labels")):
+                    del self._unschedulable[key]
+                    self._enqueue(key)
+            elif key not in self._backoff:
+                self._enqueue(key, obj)
+            return
+        was_ours = key in self._seen
+        self._forget(key)
+        if (obj.get("spec") or {}).get("nodeName") and not was_ours:
+            self._move_all(f"AssignedPod{kind.capitalize()}")  # e.g. a pod freed its devices
+
+    # -- the loop
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for key, ready in list(self._backoff.items()):
+                if ready <= now:
+                    del self._backoff[key]
+                    self._enqueue(key)
+            for key, since in list(self._unschedulable.items()):
+                if now - since >= self.config.max_unschedulable_seconds:
+                    del self._unschedulable[key]
+                    self._enqueue(key)
+            if not self._drain(block=not self._active, now=now):
+                return
+            if self._active and not self._inbox.qsize():
+                entry = heapq.heappop(self._active)
+                self._queued.discard(entry.key)
+                try:
+                    self.schedule_one(entry.key)
+                except Exception:
+                    log.exception("scheduling cycle crashed pod=%s", entry.key)
+                    self._failed(entry.key, None, "SchedulerError", "internal error in the scheduler simulator")
+
+    def _drain(self, block: bool, now: float) -> bool:
+        timeout = 0.0
+        if block:
+            upcoming = [*self._backoff.values(), *(s + self.config.max_unschedulable_seconds
+                                                    for s in self._unschedulable.values())]
+            timeout = max(0.0, min([now + 0.5, *upcoming]) - now)
+        try:
+            item = self._inbox.get(timeout=timeout) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            if item is None:
+                return False
+            self._on_event(*item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    # -- one scheduling cycle
+
+    def schedule_one(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        try:
+            pod = self.store.get("pods", namespace, name)
+        except errors.StatusError:
+            self._forget(key)
+            return
+        if not self._ours(pod):
+            self._forget(key)
+            return
+        self._attempts[key] += 1
+        self.attempts_total += 1
+        nodes = self.store.list("nodes")["items"]
+        feasible, reasons = self._in_tree_filter(pod, nodes)
+        for extender in self.extenders:
+            if not feasible:
+                break
+            if not extender.config.filter_verb or not extender.interested(pod):
+                continue
+            try:
+                survivors, failed, unresolvable = extender.filter(pod, feasible)
+            except ExtenderError as exc:
+                if extender.config.ignorable:
+                    log.info("ignorable extender failed, skipping url=%s error=%s", extender.config.url_prefix, exc)
+                    continue
+                self._failed(key, pod, "SchedulerError", str(exc))
+                return
+            for node_name, reason in {**failed, **unresolvable}.items():
+                reasons[node_name] = reason
+            kept = {n["metadata"]["name"] for n in survivors}
+            for node in feasible:
+                if node["metadata"]["name"] not in kept:
+                    reasons.setdefault(node["metadata"]["name"], "node(s) were rejected by an extender")
+            feasible = survivors
+        if not feasible:
+            counts = Counter(reasons.values())
+            detail = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda x: x[0]))
+            message = f"0/{len(nodes)} nodes are available" + (f": {detail}." if detail else ".")
+            self._failed(key, pod, "Unschedulable", message)
+            return
+        host = feasible[0]["metadata"]["name"] if len(feasible) == 1 else self._prioritize(pod, feasible)
+        self._bind(key, pod, host)
+
+    def _in_tree_filter(self, pod: dict[str, Any], nodes: list[dict[str, Any]]
+                        ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        spec = pod.get("spec") or {}
+        tolerations = spec.get("tolerations") or []
+        ignored = {m.name for e in self.config.extenders for m in e.managed_resources if m.ignored_by_scheduler}
+        wanted = {r: n for r, n in pod_requests(pod).items() if _is_extended(r) and r not in ignored and n > 0}
+        used: dict[str, Counter[str]] = {}
+        if wanted:
+            for other in self.store.list("pods", field_selector="spec.nodeName!=")["items"]:
+                if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                    continue
+                used.setdefault(other["spec"]["nodeName"], Counter()).update(pod_requests(other))
+        feasible, reasons = [], {}
+        for node in nodes:
+            name = node["metadata"]["name"]
+            node_spec = node.get("spec") or {}
+            if node_spec.get("unschedulable") and not _tolerates(
+                    tolerations, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}):
+                reasons[name] = "node(s) were unschedulable"
+                continue
+            blocking = [t for t in node_spec.get("taints") or [] if t.get("effect") in ("NoSchedule", "NoExecute")
+                        and not _tolerates(tolerations, t)]
+            if blocking:
+                taint = blocking[0]
+                reasons[name] = f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+                continue
+            if not _affinity_matches(pod, node):
+                reasons[name] = "node(s) didn't match Pod's node affinity/selector"
+                continue
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            short = [r for r, n in wanted.items()
+                     if n + used.get(name, Counter())[r] > int(str(allocatable.get(r, "0")) or 0)]
+            if short:
+                reasons[name] = f"Insufficient {sorted(short)[0]}"
+                continue
+            feasible.append(node)
+        return feasible, reasons
+
+    def _prioritize(self, pod: dict[str, Any], nodes: list[dict[str, Any]]) -> str:
+        totals = {n["metadata"]["name"]: 0 for n in nodes}
+        for extender in self.extenders:
+            if not extender.config.prioritize_verb or not extender.interested(pod):
+                continue
+            try:
+                scores = extender.prioritize(pod, nodes)
+            except ExtenderError as exc:
+                log.info("prioritize failed, ignored url=%s error=%s", extender.config.url_prefix, exc)
+                continue
+            for host, score in scores.items():
+                if host in totals:
+                    totals[host] += score * extender.config.weight * (MAX_NODE_SCORE // MAX_EXTENDER_PRIORITY)
+        best = max(totals.values())
+        return self._rng.choice(sorted(h for h, s in totals.items() if s == best))
+
+    def _bind(self, key: str, pod: dict[str, Any], host: str) -> None:
+        meta = pod["metadata"]
+        binder = next((e for e in self.extenders if e.config.bind_verb and e.interested(pod)), None)
+        try:
+            if binder is not None:
+                binder.bind(pod, host)
+            else:
+                self.store.bind(meta["namespace"], meta["name"], {"metadata": {"name": meta["name"],
+                                                                               "uid": meta["uid"]},
+                                                                  "target": {"kind": "Node", "name": host}})
+        except (ExtenderError, errors.StatusError) as exc:
+            try:
+                bound = (self.store.get("pods", meta["namespace"], meta["name"]).get("spec") or {}).get("nodeName")
+            except errors.StatusError:
+                bound = None
+            if bound:
+                log.info("bind reported an error but the pod is bound pod=%s node=%s", key, bound)
+            else:
+                text = exc.message if isinstance(exc, errors.StatusError) else str(exc)
+                self._failed(key, pod, "SchedulerError", f"binding rejected: {text}")
+                return
+        self._forget(key)
+        events.record(self.store, pod, "Normal", "Scheduled",
+                      f"Successfully assigned {meta['namespace']}/{meta['name']} to {host}",
+                      self.config.scheduler_name)
+
+    def _failed(self, key: str, pod: dict[str, Any] | None, reason: str, message: str) -> None:
+        now = time.monotonic()
+        self._last_failure[key] = now
+        if reason == "Unschedulable":
+            self._unschedulable[key] = now
+        else:
+            self._backoff[key] = now + self._backoff_for(key)
+        if pod is None:
+            return
+        meta = pod["metadata"]
+        log.info("pod not scheduled pod=%s reason=%s message=%s", key, reason, message)
+        updated = {"status": {}}
+        set_condition(updated, "PodScheduled", "False", reason, message)
+        try:
+            self.store.patch("pods", meta["namespace"], meta["name"], updated,
+                             "application/strategic-merge-patch+json", "status")
+        except errors.StatusError:
+            return
+        events.record(self.store, pod, "Warning", "FailedScheduling", message, self.config.scheduler_name)
