@@ -59,6 +59,7 @@ cdef struct Req:
     bint allow_core
     bint gpu_binpack
     bint node_binpack
+    bint single  # one container asking for one device: the one-pass path
 
 
 cdef struct Plan:
@@ -362,6 +363,118 @@ cdef class Kernels:
         out.pack = pack // live
         return out
 
+    cdef Plan plan_single(self, Req* rq, int node) noexcept nogil:
+        """plan_node(use_idle=False) for one container asking for one device, in one pass
+        over the node's GPUs without scratch copies (the common case; same results)."""
+        cdef Plan out
+        cdef int first = self.n_first[node]
+        cdef int count = self.n_count[node]
+        cdef int i, r, m, c, layout, kind, live = 0
+        cdef uint32_t e, mig_why = 0, core_why = 0
+        cdef int considered = 0, usable = 0
+        cdef int64_t pack = 0, order, memreq, creq, total_mem, total_cores, slots, umem, ucores, split
+        cdef bint found_mig = False, found_core = False
+        cdef Key key, best
+        cdef int best_i = -1, best_k = -1, core_i = -1
+        cdef int64_t core_order = 0, core_mem = 0
+        out.ok = False
+        out.on_core = False
+        out.reasons = 0
+        out.cost = 0
+        out.pack = 0
+        for i in range(count):
+            r = first + i
+            kind = self.g_kind[r]
+            if kind == DEAD:
+                continue
+            live += 1
+            e = self.eligible(rq, r)
+            out.reasons |= e
+            pack += self.usage_pm(r, self.g_inuse[r], self.g_used_mem[r])
+            if e:
+                continue
+            if kind == MIG:
+                m = self.g_model[r]
+                c = rq.ctr_cls[m]
+                if c >= self.n_profiles[m]:
+                    mig_why |= R_MIG_PROFILE_TOO_SMALL
+                    continue
+                layout = self.g_inuse[r]
+                if self.cand[layout, c] == 0:
+                    mig_why |= R_MIG_NO_PLACEMENT
+                    continue
+                key.cost = self.bcost[layout, c]
+                key.reuse = 0
+                key.order = self.mig_order(rq, m, layout)
+                key.row = i
+                key.rank = 0
+                if not found_mig or key_less(&key, &best):
+                    best = key
+                    best_i = i
+                    best_k = self.bslot[layout, c]
+                    found_mig = True
+            else:
+                total_mem = self.g_mem[r]
+                memreq = rq.ctr_mem[0] if rq.ctr_mem[0] > 0 else total_mem * rq.ctr_pct[0] // 100
+                creq = rq.ctr_cores[0]
+                total_cores = self.g_cores[r]
+                slots = self.g_slots[r]
+                umem = self.g_used_mem[r]
+                ucores = self.g_used_cores[r]
+                split = self.g_split[r]
+                considered += 1
+                if memreq > total_mem:
+                    core_why |= R_MEMORY_EXCEEDS_GPU
+                    continue
+                usable += 1
+                if slots >= split:
+                    core_why |= R_SLOTS_EXHAUSTED
+                elif total_cores - ucores < creq:
+                    core_why |= R_INSUFFICIENT_CORES
+                elif (creq >= 100 and slots > 0) or (total_cores and ucores >= total_cores):
+                    core_why |= R_EXCLUSIVE_CONFLICT
+                elif total_mem - umem < memreq:
+                    core_why |= R_INSUFFICIENT_MEMORY
+                else:
+                    order = self.core_order(rq, r, slots, umem, ucores)
+                    if not found_core or order < core_order:
+                        core_order = order
+                        core_i = i
+                        core_mem = memreq
+                        found_core = True
+        if live == 0:
+            out.reasons = R_NO_GPUS
+            return out
+        if rq.allow_mig:
+            if found_mig:
+                r = first + best_i
+                layout = self.g_inuse[r]
+                pack += self.usage_pm(r, self.add[layout, best_k], 0) - self.usage_pm(r, layout, 0)
+                out.ok = True
+                out.reasons = 0
+                out.cost = best.cost
+                out.pack = pack // live
+                return out
+            out.reasons |= mig_why
+        if rq.allow_core:
+            if considered == 0:
+                out.reasons |= core_why
+                return out
+            if usable < 1:
+                out.reasons |= core_why | R_NODE_TOO_SMALL
+                return out
+            if not found_core:
+                out.reasons |= core_why | R_TOO_FEW_GPUS
+                return out
+            r = first + core_i
+            umem = self.g_used_mem[r]
+            pack += self.usage_pm(r, 0, umem + core_mem) - self.usage_pm(r, 0, umem)
+            out.ok = True
+            out.on_core = True
+            out.reasons = 0
+            out.pack = pack // live
+        return out
+
     cdef bint place_core(self, Req* rq, int ci, int n, int first, int count, uint32_t* elig,
                          int64_t* slots, int64_t* umem, int64_t* ucores, uint32_t* reasons,
                          int32_t* picks, int* n_picks, int max_picks) noexcept nogil:
@@ -455,40 +568,18 @@ cdef class Kernels:
         return s // 10
 
     # -- entry points ------------------------------------------------------------------
-    cdef void fill_req(self, Req* req, rq, int32_t[::1] count, int32_t[::1] mem, int32_t[::1] pct,
-                       int32_t[::1] cores, int8_t[:, ::1] cls, uint8_t[::1] type_ok,
-                       uint8_t[::1] row_ok):
-        req.n_ctr = rq.n_ctr
-        req.n_models = cls.shape[1]
-        req.ctr_count = &count[0] if count.shape[0] else NULL
-        req.ctr_mem = &mem[0] if mem.shape[0] else NULL
-        req.ctr_pct = &pct[0] if pct.shape[0] else NULL
-        req.ctr_cores = &cores[0] if cores.shape[0] else NULL
-        req.ctr_cls = &cls[0, 0] if cls.shape[0] else NULL
-        req.type_ok = &type_ok[0]
-        req.row_ok = &row_ok[0] if row_ok.shape[0] else NULL
-        req.allow_mig = rq.allow_mig
-        req.allow_core = rq.allow_core
-        req.gpu_binpack = rq.gpu_binpack
-        req.node_binpack = rq.node_binpack
-
     def fit_score(self, rq, int32_t[::1] nodes, uint8_t[::1] out_code, uint32_t[::1] out_reason,
                   int32_t[::1] out_score):
         """Per node: code 0 fits, 1 unschedulable, 2 unresolvable, reason bits, score 0..100."""
-        cdef Req req
-        cdef int32_t[::1] count = rq.ctr_count
-        cdef int32_t[::1] mem = rq.ctr_mem
-        cdef int32_t[::1] pct = rq.ctr_pct
-        cdef int32_t[::1] cores = rq.ctr_cores
-        cdef int8_t[:, ::1] cls = rq.ctr_cls
-        cdef uint8_t[::1] type_ok = rq.type_ok
-        cdef uint8_t[::1] row_ok = rq.row_ok
+        cdef ReqView view = ReqView(rq)
         cdef Py_ssize_t j
         cdef Plan p
-        self.fill_req(&req, rq, count, mem, pct, cores, cls, type_ok, row_ok)
         with nogil:
             for j in range(nodes.shape[0]):
-                p = self.plan_node(&req, nodes[j], False, NULL, NULL, 0)
+                if view.req.single:
+                    p = self.plan_single(&view.req, nodes[j])
+                else:
+                    p = self.plan_node(&view.req, nodes[j], False, NULL, NULL, 0)
                 if not p.ok:
                     out_code[j] = 1 if p.reasons & RESOLVABLE_BITS else 2
                     out_reason[j] = p.reasons
@@ -496,28 +587,56 @@ cdef class Kernels:
                 else:
                     out_code[j] = 0
                     out_reason[j] = 0
-                    out_score[j] = <int32_t>self.score(&req, p.cost, p.pack, p.on_core)
+                    out_score[j] = <int32_t>self.score(&view.req, p.cost, p.pack, p.on_core)
 
     def plan(self, rq, int node, bint use_idle, list picks):
         """Plan the whole request on one node; see reference.Kernels.plan."""
-        cdef Req req
-        cdef int32_t[::1] count = rq.ctr_count
-        cdef int32_t[::1] mem = rq.ctr_mem
-        cdef int32_t[::1] pct = rq.ctr_pct
-        cdef int32_t[::1] cores = rq.ctr_cores
-        cdef int8_t[:, ::1] cls = rq.ctr_cls
-        cdef uint8_t[::1] type_ok = rq.type_ok
-        cdef uint8_t[::1] row_ok = rq.row_ok
+        cdef ReqView view = ReqView(rq)
         cdef int total = 0, n_picks = 0, i
         cdef Plan p
-        self.fill_req(&req, rq, count, mem, pct, cores, cls, type_ok, row_ok)
-        for i in range(count.shape[0]):
-            total += count[i]
+        for i in range(view.count.shape[0]):
+            total += view.count[i]
         cdef int32_t[::1] buf = np.zeros(max(total, 1) * 5, np.int32)
         if picks is None:
-            p = self.plan_node(&req, node, use_idle, NULL, NULL, 0)
+            p = self.plan_node(&view.req, node, use_idle, NULL, NULL, 0)
         else:
-            p = self.plan_node(&req, node, use_idle, &buf[0], &n_picks, total)
+            p = self.plan_node(&view.req, node, use_idle, &buf[0], &n_picks, total)
             for i in range(n_picks):
                 picks.append((buf[i * 5], buf[i * 5 + 1], buf[i * 5 + 2], buf[i * 5 + 3], buf[i * 5 + 4]))
         return bool(p.ok), int(p.reasons), int(p.cost), int(p.pack), bool(p.on_core)
+
+
+cdef class ReqView:
+    """A request's arrays as one C struct; holds the memoryviews the struct points into."""
+
+    cdef Req req
+    cdef int32_t[::1] count
+    cdef int32_t[::1] mem
+    cdef int32_t[::1] pct
+    cdef int32_t[::1] cores
+    cdef int8_t[:, ::1] cls
+    cdef uint8_t[::1] type_ok
+    cdef uint8_t[::1] row_ok
+
+    def __init__(self, rq):
+        self.count = rq.ctr_count
+        self.mem = rq.ctr_mem
+        self.pct = rq.ctr_pct
+        self.cores = rq.ctr_cores
+        self.cls = rq.ctr_cls
+        self.type_ok = rq.type_ok
+        self.row_ok = rq.row_ok
+        self.req.n_ctr = rq.n_ctr
+        self.req.n_models = self.cls.shape[1]
+        self.req.ctr_count = &self.count[0] if self.count.shape[0] else NULL
+        self.req.ctr_mem = &self.mem[0] if self.mem.shape[0] else NULL
+        self.req.ctr_pct = &self.pct[0] if self.pct.shape[0] else NULL
+        self.req.ctr_cores = &self.cores[0] if self.cores.shape[0] else NULL
+        self.req.ctr_cls = &self.cls[0, 0] if self.cls.shape[0] else NULL
+        self.req.type_ok = &self.type_ok[0]
+        self.req.row_ok = &self.row_ok[0] if self.row_ok.shape[0] else NULL
+        self.req.allow_mig = rq.allow_mig
+        self.req.allow_core = rq.allow_core
+        self.req.gpu_binpack = rq.gpu_binpack
+        self.req.node_binpack = rq.node_binpack
+        self.req.single = rq.n_ctr == 1 and rq.ctr_count[0] == 1

@@ -36,7 +36,7 @@ from hami._core.results import (
     Rejection,
     describe,
 )
-from hami._core.tables import MAX_PROFILES, PolicyTables
+from hami._core.tables import PolicyTables
 from hami.api.requests import GpuPolicy, Mode, NodePolicy, Request
 from hami.devices import naming
 from hami.devices.config import NvidiaConfig
@@ -96,8 +96,10 @@ class Engine:
         self._held: dict[str, _Held] = {}
         self._owner: dict[tuple[int, int], str] = {}  # (row, slot) -> pod uid
         self._pinned: dict[int, dict[int, RealisedInstance]] = {}  # busy, not ours
-        self._idle: dict[int, dict[int, RealisedInstance]] = {}  # idle realised instances
-        self._hist = np.zeros((0, MAX_PROFILES), np.float64)
+        self._idle: dict[int, dict[int, RealisedInstance | None]] = {}  # idle realised instances
+        self._lazy: list[list[float]] = []  # per model: histogram × boost (lazy decay)
+        self._boost = 1.0
+        self._applied: list[list[int]] = []  # weights behind the current tables
         self._since_refresh = 0
         self._rq_cache: dict[Request, tuple[tuple[int, int, int], S.RequestArrays]] = {}
 
@@ -191,7 +193,7 @@ class Engine:
                 )
             with self._lock:
                 m = self.tables.add_model(model)
-                if m >= len(self._hist):
+                if m >= len(self._lazy):
                     self._grow_models()
             return m
         if g.memory_mib <= 0:
@@ -199,10 +201,8 @@ class Engine:
         return -1
 
     def _grow_models(self) -> None:
-        n = len(self.tables.models)
-        hist = np.zeros((n, MAX_PROFILES), np.float64)
-        hist[: len(self._hist)] = self._hist
-        self._hist = hist
+        for t in self.tables.models[len(self._lazy):]:
+            self._lazy.append([0.0] * len(t.profiles))
         self.dyn = S.Dynamic(self.tables)
         self._kernels = None
         self._refresh()
@@ -446,25 +446,14 @@ class Engine:
 
     # -- read-only calls ---------------------------------------------------------------
     def fits(self, request: Request, candidate_ids: np.ndarray) -> FitResult:
-        ids = np.ascontiguousarray(candidate_ids, np.int32)
-        codes = np.zeros(len(ids), np.uint8)
-        reasons = np.zeros(len(ids), np.uint32)
-        scores = np.zeros(len(ids), np.int32)
-        if request.wants_gpus:
-            self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
-        return FitResult(ids, codes, reasons)
+        return self.fit_and_score(request, candidate_ids)[0]
 
     def scores(self, request: Request, candidate_ids: np.ndarray) -> np.ndarray:
         """0..100 per node (0 where the request does not fit)."""
-        ids = np.ascontiguousarray(candidate_ids, np.int32)
-        codes = np.zeros(len(ids), np.uint8)
-        reasons = np.zeros(len(ids), np.uint32)
-        scores = np.zeros(len(ids), np.int32)
-        if request.wants_gpus:
-            self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
-        return scores
+        return self.fit_and_score(request, candidate_ids)[1]
 
     def fit_and_score(self, request: Request, candidate_ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
+        """Both in one pass over the candidates (read-only)."""
         ids = np.ascontiguousarray(candidate_ids, np.int32)
         codes = np.zeros(len(ids), np.uint8)
         reasons = np.zeros(len(ids), np.uint32)
@@ -566,8 +555,7 @@ class Engine:
                 idle_after = int(tb.add[int(st.g_idle[row]), k])
                 if idle_after >= 0:  # the instance stays on the node, idle, until destroyed
                     st.g_idle[row] = idle_after
-                    m = int(st.g_model[row])
-                    self._idle.setdefault(row, {})[k] = self._synth(self._row_spec[row].uuid, tb.models[m], k)
+                    self._idle.setdefault(row, {})[k] = None  # known idle; details come with the next report
             return True
 
     def assume(self, pod_uid: str, decision: Decision) -> list[Conflict]:
@@ -622,32 +610,63 @@ class Engine:
 
     # -- the fragmentation-aware mix ---------------------------------------------------
     def _observe(self, rq: S.RequestArrays) -> None:
-        decay = self.features.histogram_decay
-        for m, t in enumerate(self.tables.models):
-            for i in range(rq.n_ctr):
-                c = int(rq.ctr_cls[i, m])
-                if c >= len(t.profiles):
-                    continue
-                for _ in range(int(rq.ctr_count[i])):
-                    self._hist[m] *= decay
-                    self._hist[m, c] += 1.0
+        """Count each decided device's smallest fitting profile, per model, decayed per
+        device (lazily: each new observation weighs 1/decay more than the previous one)."""
+        if self.policy != S.FRAGMENTATION_AWARE:
+            return  # only this policy's tables depend on the mix
+        step = 1.0 / self.features.histogram_decay
+        lazy = self._lazy
+        for i in range(rq.n_ctr):
+            classes = rq.ctr_cls[i].tolist()[: len(lazy)]
+            for _ in range(int(rq.ctr_count[i])):
+                self._boost *= step
+                for m, c in enumerate(classes):
+                    if c < len(lazy[m]):
+                        lazy[m][c] += self._boost
+        if self._boost > 1e100:
+            self._fold()
         self._since_refresh += 1
         if self._since_refresh >= self.features.refresh_every:
-            self._refresh()
+            self._since_refresh = 0
+            if self._mix_moved():
+                self._refresh()
+
+    def _fold(self) -> None:
+        boost = self._boost
+        self._lazy = [[v / boost for v in row] for row in self._lazy]
+        self._boost = 1.0
+
+    def _weights(self, m: int) -> list[int]:
+        """Model m's profile mix as integers summing to about WEIGHT_SCALE: the prior
+        (uniform unless configured) plus the decayed histogram."""
+        t = self.tables.models[m]
+        prior = [float(self.features.prior.get(p.name, 1.0)) for p in t.profiles]
+        total_prior = sum(prior) or 1.0
+        hist = [v / self._boost for v in self._lazy[m]]
+        w = [self.features.prior_strength * prior[p] / total_prior + hist[p] for p in range(len(t.profiles))]
+        total = sum(w) or 1.0
+        return [int(S.WEIGHT_SCALE * x / total) for x in w]
+
+    def _mix_moved(self) -> bool:
+        limit = self.features.refresh_threshold * S.WEIGHT_SCALE
+        for m in range(len(self.tables.models)):
+            old = self._applied[m] if m < len(self._applied) else None
+            if old is None or max(abs(a - b) for a, b in zip(self._weights(m), old, strict=True)) > limit:
+                return True
+        return False
 
     def _refresh(self) -> None:
         """Snapshot the profile mix into integer weights and best candidates per layout."""
         self._since_refresh = 0
+        self._fold()
         tb, dyn = self.tables, self.dyn
+        self._applied = []
         for m, t in enumerate(tb.models):
             n_p, n_s = len(t.profiles), len(t.slots)
-            prior = [float(self.features.prior.get(p.name, 1.0)) for p in t.profiles]
-            total_prior = sum(prior) or 1.0
-            w = [self.features.prior_strength * prior[p] / total_prior + float(self._hist[m, p])
-                 for p in range(n_p)]
-            total = sum(w) or 1.0
+            weights = self._weights(m)
+            self._applied.append(weights)
             for p in range(n_p):
-                dyn.wg[m, p] = int(S.WEIGHT_SCALE * w[p] / total) * int(tb.profile_compute[m, p])
+                dyn.wg[m, p] = weights[p] * int(tb.profile_compute[m, p])
             lo, hi = int(tb.offset[m]), int(tb.offset[m]) + t.n_layouts
             add = tb.add[lo:hi, :n_s]
             valid = add >= 0

@@ -190,6 +190,8 @@ class Features:
     prior_strength: float = 20.0
     """Weight of the prior (uniform over base profiles) against the observed histogram."""
     refresh_every: int = 64
-    """Decisions between refreshes of the fragmentation tables (weights are snapshots)."""
+    """Decisions between checks of the profile mix (the tables use a snapshot of it)."""
+    refresh_threshold: float = 0.02
+    """Recompute the fragmentation tables when a profile's share of the mix moved this much."""
     prior: dict[str, float] = field(default_factory=dict)
     """Optional prior per profile name (e.g. {'1g.10gb': 3}); missing names weigh 1."""

@@ -39,6 +39,9 @@ _TRUE = ("true", "1")
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # listen() backlog: the stdlib default of 5 resets connections when dozens of clients
+    # connect at once on a busy machine (the load test's 55 clients)
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
