@@ -26,6 +26,7 @@ class FillupResult:
     allocated: np.ndarray  # slices allocated after each arrival
     first_rejection: int  # index of the first rejected pod, -1 if none
     counters: Counters
+    share_allocated: float = 0.0  # placed pods' original GPU shares, % of the cluster's GPUs
 
     def allocation_at(self, percent: float) -> float:
         """Allocated % of capacity when arrived demand first reaches ``percent`` %."""
@@ -51,6 +52,7 @@ def run_fillup(policy: str, nodes: list[TraceNode], pods: list[TracePod], seed: 
     arrived, allocated = [], []
     total = 0
     first_rejection = -1
+    placed_milli = 0
     i = 0
     while total < limit * cluster.capacity:
         pod = pods[int(rng.integers(len(pods)))]
@@ -59,10 +61,13 @@ def run_fillup(policy: str, nodes: list[TraceNode], pods: list[TracePod], seed: 
         if request is None:
             request = requests[key] = to_request(pod, memory)
         total += cluster.slices(request)
-        if not cluster.schedule(f"pod-{i}", request) and first_rejection < 0:
+        if cluster.schedule(f"pod-{i}", request):
+            placed_milli += pod.num_gpu * pod.gpu_milli
+        elif first_rejection < 0:
             first_rejection = i
         arrived.append(total)
         allocated.append(cluster.allocated)
         i += 1
+    gpus = sum(n.gpus for n in nodes)
     return FillupResult(policy, seed, cluster.capacity, np.asarray(arrived), np.asarray(allocated),
-                        first_rejection, cluster.counters)
+                        first_rejection, cluster.counters, 100.0 * placed_milli / (1000 * gpus))

@@ -103,6 +103,7 @@ class FillupSummary:
     rejected: dict[str, float]  # mean rejections by cause
     creates: float
     moves: int
+    share: float  # requested-share allocation at the end: what FGD's fractional numbers measure
     best: bool = False
 
 
@@ -131,6 +132,7 @@ def simulate_fillup(trace: str, policies: list[str], seeds: list[int], model: st
             {c: statistics.fmean(r.counters.causes[c] for r in runs) for c in runs[0].counters.causes},
             statistics.fmean(r.counters.creates for r in runs),
             sum(r.counters.moves for r in runs),
+            statistics.fmean(r.share_allocated for r in runs),
         ))
     best = best_policies({s.policy: s.at[130] for s in summaries}, {s.policy: s.sd130 for s in summaries})
     for s in summaries:
@@ -146,20 +148,21 @@ def write_fillup(out: Path, summaries: list[FillupSummary], results: list[fillup
         w = csv.writer(fh)
         w.writerow(["trace", "policy", "seeds", *[f"alloc_at_{x}" for x in fillup.ARRIVED_POINTS], "sd_at_130",
                     "first_failure_pct", "rejected_capacity", "rejected_fragmentation", "rejected_geometry",
-                    "creates", "moves", "best"])
+                    "creates", "moves", "requested_share_allocated_pct", "best"])
         for s in summaries:
             w.writerow([s.trace, s.policy, s.seeds, *[f"{s.at[x]:.3f}" for x in fillup.ARRIVED_POINTS],
                         f"{s.sd130:.3f}", f"{s.first_failure:.2f}", *[f"{s.rejected[c]:.1f}" for c in
-                        ("capacity", "fragmentation", "geometry")], f"{s.creates:.1f}", s.moves, int(s.best)])
+                        ("capacity", "fragmentation", "geometry")], f"{s.creates:.1f}", s.moves,
+                        f"{s.share:.3f}", int(s.best)])
     runs_csv = out / f"fillup-{trace}-runs.csv"
     with runs_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["policy", "seed", *[f"alloc_at_{x}" for x in fillup.ARRIVED_POINTS], "first_failure_pct",
-                    "first_rejected_pod", "placed", "rejected", "creates", "moves"])
+                    "first_rejected_pod", "placed", "rejected", "creates", "moves", "requested_share_allocated_pct"])
         for r in results:
             w.writerow([r.policy, r.seed, *[f"{r.allocation_at(x):.3f}" for x in fillup.ARRIVED_POINTS],
                         f"{r.first_failure_point():.2f}", r.first_rejection, r.counters.placed, r.counters.rejected,
-                        r.counters.creates, r.counters.moves])
+                        r.counters.creates, r.counters.moves, f"{r.share_allocated:.3f}"])
     png = out / f"fillup-{trace}.png"
     _plot_fillup(png, trace, results)
     return [summary_csv, runs_csv, png]
@@ -197,14 +200,16 @@ def fillup_table(summaries: list[FillupSummary]):
     t.add_column("policy")
     for x in fillup.ARRIVED_POINTS:
         t.add_column(f"{x}", justify="right")
-    for col in ("sd@130", "first failure", "rejected cap/frag/geom", "creates", "moves"):
+    for col in ("sd@130", "first failure", "rejected cap/frag/geom", "creates", "moves", "share %"):
         t.add_column(col, justify="right")
     for s in summaries:
         name = f"{s.policy} ★" if s.best else s.policy
         t.add_row(name, *[f"{s.at[x]:.2f}" for x in fillup.ARRIVED_POINTS], f"{s.sd130:.2f}",
                   f"{s.first_failure:.1f}", "/".join(f"{s.rejected[c]:.0f}" for c in
                                                      ("capacity", "fragmentation", "geometry")),
-                  f"{s.creates:.0f}", str(s.moves))
+                  f"{s.creates:.0f}", str(s.moves), f"{s.share:.2f}")
+    t.caption = ("share %: the placed pods' original GPU shares as % of the cluster's GPUs — the unit of "
+                 "FGD's fractional-sharing results (95.39 % for FGD on default)")
     return t
 
 

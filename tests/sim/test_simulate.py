@@ -89,6 +89,7 @@ def test_fillup_on_two_gpus_places_what_fits_and_drops_the_rest():
     result = fillup.run_fillup("fragmentation-aware", nodes, pods, seed=1)
     assert result.capacity == 14
     assert result.counters.placed == 4 and result.allocated[-1] == 12  # 6 of 7 slices a GPU
+    assert result.share_allocated == 100.0  # four half-GPU pods on two GPUs
     assert result.counters.rejected >= 1 and result.counters.causes["capacity"] >= 1
     assert result.counters.moves == 0
 
