@@ -108,6 +108,8 @@ cdef class Kernels:
     cdef int32_t[::1] g_used_mem
     cdef uint16_t[::1] g_cores
     cdef uint16_t[::1] g_used_cores
+    cdef uint16_t[::1] g_usage
+    cdef int32_t[::1] g_order
     cdef int32_t[::1] n_first
     cdef int32_t[::1] n_count
     cdef int32_t[::1] n_profiles
@@ -142,6 +144,8 @@ cdef class Kernels:
         self.g_used_mem = st.g_used_mem
         self.g_cores = st.g_cores
         self.g_used_cores = st.g_used_cores
+        self.g_usage = st.g_usage
+        self.g_order = st.g_order
         self.n_first = st.n_first
         self.n_count = st.n_count
         self.n_profiles = tb.n_profiles
@@ -390,7 +394,7 @@ cdef class Kernels:
             live += 1
             e = self.eligible(rq, r)
             out.reasons |= e
-            pack += self.usage_pm(r, self.g_inuse[r], self.g_used_mem[r])
+            pack += self.g_usage[r]
             if e:
                 continue
             if kind == MIG:
@@ -405,7 +409,10 @@ cdef class Kernels:
                     continue
                 key.cost = self.bcost[layout, c]
                 key.reuse = 0
-                key.order = self.mig_order(rq, m, layout)
+                if self.policy == FIRST_FIT:
+                    key.order = 0
+                else:
+                    key.order = -<int64_t>self.g_usage[r] if rq.gpu_binpack else <int64_t>self.g_usage[r]
                 key.row = i
                 key.rank = 0
                 if not found_mig or key_less(&key, &best):
@@ -436,7 +443,10 @@ cdef class Kernels:
                 elif total_mem - umem < memreq:
                     core_why |= R_INSUFFICIENT_MEMORY
                 else:
-                    order = self.core_order(rq, r, slots, umem, ucores)
+                    if self.policy == FIRST_FIT:
+                        order = 0
+                    else:
+                        order = -<int64_t>self.g_order[r] if rq.gpu_binpack else <int64_t>self.g_order[r]
                     if not found_core or order < core_order:
                         core_order = order
                         core_i = i

@@ -229,11 +229,29 @@ class Engine:
             st.g_slots[row] = st.g_used_mem[row] = st.g_used_cores[row] = 0
         self._rows[g.uuid] = row
         self._row_spec[row] = g
+        self._touch(row)
+
+    def _touch(self, row: int) -> None:
+        """Recompute a GPU's derived columns after its usage changed (same formulas as the
+        reference kernels' ``_usage_pm`` and ``_core_order``)."""
+        st = self.state
+        if st.g_kind[row] == S.MIG:
+            m = int(st.g_model[row])
+            st.g_usage[row] = int(self.tables.used_compute[int(st.g_inuse[row])]) * 1000 // int(
+                self.tables.compute_slices[m])
+            st.g_order[row] = 0
+        elif st.g_kind[row] == S.CORE:
+            used_mem = int(st.g_used_mem[row])
+            st.g_usage[row] = used_mem * 1000 // max(int(st.g_mem[row]), 1)
+            st.g_order[row] = (int(st.g_slots[row]) * 1000 // max(int(st.g_split[row]), 1)
+                               + used_mem * 1000 // max(int(st.g_mem[row]), 1)
+                               + int(st.g_used_cores[row]) * 1000 // max(int(st.g_cores[row]), 1))
 
     def _move_row(self, old: int, new: int) -> None:
         st = self.state
         for name in ("g_flags", "g_inuse", "g_idle", "g_slots", "g_used_mem", "g_used_cores"):
             getattr(st, name)[new] = getattr(st, name)[old]
+        self._touch(new)
         for (row, slot), uid in list(self._owner.items()):
             if row == old:
                 del self._owner[(row, slot)]
@@ -357,6 +375,7 @@ class Engine:
             return conflicts
         st.g_inuse[row] = tb.layout_id(m, inuse_set)
         st.g_idle[row] = tb.layout_id(m, idle_set)
+        self._touch(row)
         self._pinned[row] = pinned
         self._idle[row] = idle
         return conflicts
@@ -499,6 +518,7 @@ class Engine:
                 st.g_slots[row] += 1
                 st.g_used_mem[row] += mem
                 st.g_used_cores[row] += cores
+                self._touch(row)
                 per_ctr[c].append(CorePick(spec.uuid, mem, cores))
                 continue
             m = int(st.g_model[row])
@@ -521,6 +541,7 @@ class Engine:
             after = int(tb.add[int(st.g_inuse[row]), k])
             assert after >= 0, "kernel picked an illegal slot"
             st.g_inuse[row] = after
+            self._touch(row)
             self._owner[(row, k)] = pod_uid
             prof = t.profiles[p]
             per_ctr[c].append(MigPick(spec.uuid, prof.name, start, prof.memory_slices, reuse, tuple(destroy)))
@@ -547,11 +568,13 @@ class Engine:
                     st.g_slots[row] -= 1
                     st.g_used_mem[row] -= mem
                     st.g_used_cores[row] -= cores
+                    self._touch(row)
                     continue
                 if self._owner.get((row, k)) != pod_uid:
                     continue
                 del self._owner[(row, k)]
                 st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
+                self._touch(row)
                 idle_after = int(tb.add[int(st.g_idle[row]), k])
                 if idle_after >= 0:  # the instance stays on the node, idle, until destroyed
                     st.g_idle[row] = idle_after
@@ -593,6 +616,7 @@ class Engine:
                 if k in pinned:  # realised before we knew the decision: it is this pod's
                     pinned.pop(k)
                     st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
+                    self._touch(row)
                 if int(tb.add[int(st.g_inuse[row]), k]) < 0:
                     owner = self._owner.get((row, k))
                     conflicts.append(Conflict(pod_uid, pick.gpu_uuid,

@@ -45,6 +45,10 @@ GPU_FIELDS = {
     "g_used_mem": np.int32,
     "g_cores": np.uint16,
     "g_used_cores": np.uint16,
+    # derived, kept equal to the formulas in reference.py by Engine._touch (the compiled
+    # one-pass kernel reads them instead of dividing per GPU):
+    "g_usage": np.uint16,  # usage ‰: MIG compute slices in use, hami-core memory in use
+    "g_order": np.int32,  # hami-core GPU order score: tasks ‰ + memory ‰ + cores ‰
 }
 
 NODE_FIELDS = {"n_first": np.int32, "n_count": np.int32}

@@ -75,7 +75,17 @@ def check_invariants(engine):
             assert union in tb.models[m].index, "realised layout breaks an instance cap"
             if engine.policy_name in ("fragmentation-aware", "first-fit", "best-fit", "static", "hami-legacy"):
                 assert int(tb.geo_ok[inuse]) != 0, "in-use instances left every allowed geometry"
-        elif st_.g_kind[row] == S.CORE:
+        if st_.g_kind[row] != S.DEAD:  # the derived columns equal their formulas
+            kernels = engine.kernels if engine.implementation == "reference" else None
+            if kernels is not None:
+                assert int(st_.g_usage[row]) == kernels._usage_pm(row, int(st_.g_inuse[row]),
+                                                                   int(st_.g_used_mem[row]))
+                if st_.g_kind[row] == S.CORE:
+                    expected = (int(st_.g_slots[row]) * 1000 // max(int(st_.g_split[row]), 1)
+                                + int(st_.g_used_mem[row]) * 1000 // max(int(st_.g_mem[row]), 1)
+                                + int(st_.g_used_cores[row]) * 1000 // max(int(st_.g_cores[row]), 1))
+                    assert int(st_.g_order[row]) == expected
+        if st_.g_kind[row] == S.CORE:
             assert st_.g_slots[row] <= st_.g_split[row]
             assert st_.g_used_mem[row] <= st_.g_mem[row]
             assert st_.g_used_cores[row] <= st_.g_cores[row]
