@@ -243,18 +243,19 @@ def _structure_key(t: ModelTables, config, policy: str) -> tuple:
     return (policy, t.model.mig.compute_slices, shapes, tuple(tuple(sorted(g.items())) for g in geoms))
 
 
-_LOCAL_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+_LOCAL_CACHE: dict[tuple, tuple[dict[str, np.ndarray], list, list]] = {}
 
 
 def _local_arrays(t: ModelTables, config, policy: str) -> dict[str, np.ndarray]:
+    """The model's local tables, computed once per structure (geometries included)."""
     key = _structure_key(t, config, policy)
     cached = _LOCAL_CACHE.get(key)
     if cached is None:
-        cached = _compute_local(t, config, policy)
-        _LOCAL_CACHE[key] = cached
-    else:  # geometries/realisations are needed on the ModelTables for explanations
-        _attach_geometries(t, config, policy)
-    return cached
+        arrays = _compute_local(t, config, policy)
+        _LOCAL_CACHE[key] = (arrays, t.geometries, t.realisations)
+        return arrays
+    arrays, t.geometries, t.realisations = cached
+    return arrays
 
 
 def _attach_geometries(t: ModelTables, config, policy: str) -> None:
