@@ -302,7 +302,7 @@ cdef class Kernels:
                             while bits:
                                 if bits & 1:
                                     key.cost = self.slot_cost(m, layout, k)
-                                    if (self.slotset[idle[i]] >> k) & 1:
+                                    if self.policy == FIRST_FIT or (self.slotset[idle[i]] >> k) & 1:
                                         key.reuse = 0
                                     elif self.occupied[idle[i]] & self.slot_mask[m, k]:
                                         key.reuse = 2
@@ -570,7 +570,7 @@ cdef class Kernels:
             return 100
         s = pack if rq.node_binpack else 1000 - pack
         if self.policy == FRAGMENTATION_AWARE:
-            c = cost * 1000 // (WEIGHT_SCALE * 8)
+            c = cost * 1000 // (WEIGHT_SCALE * 16)
             s = (s + 1000 - (c if c < 1000 else 1000)) // 2
         elif self.policy == BEST_FIT:
             c = cost * 1000 // 128

@@ -689,8 +689,8 @@ class Engine:
             n_p, n_s = len(t.profiles), len(t.slots)
             weights = self._weights(m)
             self._applied.append(weights)
-            for p in range(n_p):
-                dyn.wg[m, p] = weights[p] * int(tb.profile_compute[m, p])
+            for p in range(n_p):  # a profile's worth: the compute and memory slices it holds
+                dyn.wg[m, p] = weights[p] * (int(tb.profile_compute[m, p]) + t.profiles[p].memory_slices)
             lo, hi = int(tb.offset[m]), int(tb.offset[m]) + t.n_layouts
             add = tb.add[lo:hi, :n_s]
             valid = add >= 0

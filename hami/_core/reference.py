@@ -152,8 +152,8 @@ class Kernels:
                         if use_idle:
                             for k in _bits(cm):
                                 cost = self._slot_cost(m, layout, k)
-                                if int(tb.slotset[idle[i]]) >> k & 1:
-                                    reuse = 0
+                                if self.policy == S.FIRST_FIT or int(tb.slotset[idle[i]]) >> k & 1:
+                                    reuse = 0  # first-fit: the first GPU and slot, reuse or not
                                 elif int(tb.occupied[idle[i]]) & int(tb.slot_mask[m, k]):
                                     reuse = 2
                                 else:
@@ -273,7 +273,7 @@ class Kernels:
             return 100
         score = pack if rq.node_binpack else 1000 - pack
         if self.policy == S.FRAGMENTATION_AWARE:
-            score = (score + 1000 - min(1000, cost * 1000 // (S.WEIGHT_SCALE * 8))) // 2
+            score = (score + 1000 - min(1000, cost * 1000 // (S.WEIGHT_SCALE * 16))) // 2
         elif self.policy == S.BEST_FIT:
             score = (score + 1000 - min(1000, cost * 1000 // 128)) // 2
         return score // 10
