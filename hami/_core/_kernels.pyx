@@ -227,6 +227,26 @@ cdef class Kernels:
             present >>= 1
             j += 1
 
+    cdef inline uint32_t core_misfit(self, Req* rq, int ci, int r, int64_t slots, int64_t umem, int64_t ucores,
+                                     int64_t* memreq) noexcept nogil:
+        """HAMi's Fit checks for one hami-core GPU, in order: the reason bit, 0 when it fits.
+        Writes the memory the container takes on this GPU to ``memreq``."""
+        cdef int64_t total_mem = self.g_mem[r]
+        cdef int64_t total_cores = self.g_cores[r]
+        cdef int64_t creq = rq.ctr_cores[ci]
+        memreq[0] = rq.ctr_mem[ci] if rq.ctr_mem[ci] > 0 else total_mem * rq.ctr_pct[ci] // 100
+        if memreq[0] > total_mem:
+            return R_MEMORY_EXCEEDS_GPU
+        if slots >= self.g_split[r]:
+            return R_SLOTS_EXHAUSTED
+        if total_cores - ucores < creq:
+            return R_INSUFFICIENT_CORES
+        if (creq >= 100 and slots > 0) or (total_cores and ucores >= total_cores):
+            return R_EXCLUSIVE_CONFLICT
+        if total_mem - umem < memreq[0]:
+            return R_INSUFFICIENT_MEMORY
+        return 0
+
     # -- planning ----------------------------------------------------------------------
     cdef Plan plan_node(self, Req* rq, int node, bint use_idle, int32_t* picks, int* n_picks,
                         int max_picks) noexcept nogil:
@@ -376,7 +396,7 @@ cdef class Kernels:
         cdef int i, r, m, c, layout, kind, live = 0
         cdef uint32_t e, mig_why = 0, core_why = 0
         cdef int considered = 0, usable = 0
-        cdef int64_t pack = 0, order, memreq, creq, total_mem, total_cores, slots, umem, ucores, split
+        cdef int64_t pack = 0, order, memreq = 0, umem
         cdef bint found_mig = False, found_core = False
         cdef Key key, best
         cdef int best_i = -1, best_k = -1, core_i = -1
@@ -421,27 +441,12 @@ cdef class Kernels:
                     best_k = self.bslot[layout, c]
                     found_mig = True
             else:
-                total_mem = self.g_mem[r]
-                memreq = rq.ctr_mem[0] if rq.ctr_mem[0] > 0 else total_mem * rq.ctr_pct[0] // 100
-                creq = rq.ctr_cores[0]
-                total_cores = self.g_cores[r]
-                slots = self.g_slots[r]
-                umem = self.g_used_mem[r]
-                ucores = self.g_used_cores[r]
-                split = self.g_split[r]
                 considered += 1
-                if memreq > total_mem:
-                    core_why |= R_MEMORY_EXCEEDS_GPU
-                    continue
-                usable += 1
-                if slots >= split:
-                    core_why |= R_SLOTS_EXHAUSTED
-                elif total_cores - ucores < creq:
-                    core_why |= R_INSUFFICIENT_CORES
-                elif (creq >= 100 and slots > 0) or (total_cores and ucores >= total_cores):
-                    core_why |= R_EXCLUSIVE_CONFLICT
-                elif total_mem - umem < memreq:
-                    core_why |= R_INSUFFICIENT_MEMORY
+                e = self.core_misfit(rq, 0, r, self.g_slots[r], self.g_used_mem[r], self.g_used_cores[r], &memreq)
+                if e != R_MEMORY_EXCEEDS_GPU:
+                    usable += 1
+                if e:
+                    core_why |= e
                 else:
                     if self.policy == FIRST_FIT:
                         order = 0
@@ -494,37 +499,23 @@ cdef class Kernels:
         cdef int64_t fit_cores[MAX_NODE_GPUS]
         cdef bint used[MAX_NODE_GPUS]
         cdef int n_fit = 0, usable = 0, considered = 0, i, r, j, pick, taken
-        cdef int64_t total_mem, memreq, creq, total_cores
-        cdef uint32_t why = 0
+        cdef int64_t memreq = 0
+        cdef uint32_t why = 0, e
         for i in range(count):
             r = first + i
             if self.g_kind[r] != CORE or elig[i]:
                 continue
-            total_mem = self.g_mem[r]
-            if rq.ctr_mem[ci] > 0:
-                memreq = rq.ctr_mem[ci]
-            else:
-                memreq = total_mem * rq.ctr_pct[ci] // 100
-            creq = rq.ctr_cores[ci]
-            total_cores = self.g_cores[r]
             considered += 1
-            if memreq > total_mem:
-                why |= R_MEMORY_EXCEEDS_GPU
-                continue
-            usable += 1
-            if slots[i] >= self.g_split[r]:
-                why |= R_SLOTS_EXHAUSTED
-            elif total_cores - ucores[i] < creq:
-                why |= R_INSUFFICIENT_CORES
-            elif (creq >= 100 and slots[i] > 0) or (total_cores and ucores[i] >= total_cores):
-                why |= R_EXCLUSIVE_CONFLICT
-            elif total_mem - umem[i] < memreq:
-                why |= R_INSUFFICIENT_MEMORY
+            e = self.core_misfit(rq, ci, r, slots[i], umem[i], ucores[i], &memreq)
+            if e != R_MEMORY_EXCEEDS_GPU:
+                usable += 1
+            if e:
+                why |= e
             else:
                 fit_i[n_fit] = i
                 fit_order[n_fit] = self.core_order(rq, r, slots[i], umem[i], ucores[i])
                 fit_mem[n_fit] = memreq
-                fit_cores[n_fit] = creq
+                fit_cores[n_fit] = rq.ctr_cores[ci]
                 used[n_fit] = False
                 n_fit += 1
         if considered == 0:
