@@ -124,6 +124,7 @@ cdef class Kernels:
     cdef uint32_t[::1] slotset
     cdef uint32_t[::1] occupied
     cdef int8_t[::1] used_compute
+    cdef int16_t[::1] usage_pm_of
     cdef int64_t[:, ::1] wg
     cdef int64_t[:, ::1] bcost
     cdef int8_t[:, ::1] bslot
@@ -160,6 +161,7 @@ cdef class Kernels:
         self.slotset = tb.slotset
         self.occupied = tb.occupied
         self.used_compute = tb.used_compute
+        self.usage_pm_of = tb.usage_pm
         self.wg = dyn.wg
         self.bcost = dyn.bcost
         self.bslot = dyn.bslot
@@ -182,7 +184,7 @@ cdef class Kernels:
     cdef inline int64_t mig_order(self, Req* rq, int m, int layout) noexcept nogil:
         if self.policy == FIRST_FIT:
             return 0
-        cdef int64_t used = <int64_t>self.used_compute[layout] * 1000 // self.compute_slices[m]
+        cdef int64_t used = self.usage_pm_of[layout]  # used_compute * 1000 // compute slices
         return -used if rq.gpu_binpack else used
 
     cdef inline int64_t core_order(self, Req* rq, int r, int64_t slots, int64_t used_mem,
@@ -212,7 +214,7 @@ cdef class Kernels:
     cdef inline int64_t usage_pm(self, int r, int inuse, int64_t used_mem) noexcept nogil:
         cdef int64_t mem
         if self.g_kind[r] == MIG:
-            return <int64_t>self.used_compute[inuse] * 1000 // self.compute_slices[self.g_model[r]]
+            return self.usage_pm_of[inuse]
         mem = self.g_mem[r]
         return used_mem * 1000 // (mem if mem > 1 else 1)
 

@@ -155,6 +155,7 @@ _ARRAY_SPECS = {
     "slotset": (np.uint32, (), 0),
     "occupied": (np.uint32, (), 0),
     "used_compute": (np.int8, (), 0),
+    "usage_pm": (np.int16, (), 0),  # used_compute * 1000 // the model's compute slices
     "geo_ok": (np.uint64, (), 0),
 }
 _MODEL_SPECS = {
@@ -315,6 +316,7 @@ def _fill_model(pt: PolicyTables, m: int, t: ModelTables, base: int, config, pol
         pt.slotset[g] = s
         pt.occupied[g] = occ
         pt.used_compute[g] = sum(t.profiles[t.slots[k][0]].compute_slices for k in range(n_s) if s >> k & 1)
+        pt.usage_pm[g] = int(pt.used_compute[g]) * 1000 // model.mig.compute_slices
     for local, s in enumerate(t.layouts):
         g = base + local
         for k in range(n_s):
