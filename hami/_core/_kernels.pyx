@@ -249,6 +249,55 @@ cdef class Kernels:
             return R_INSUFFICIENT_MEMORY
         return 0
 
+    cdef uint32_t best_on_gpu(self, Req* rq, int ci, int r, uint32_t elig, int layout, int idle, bint use_idle,
+                              bint* valid, Key* best, int* slot) noexcept nogil:
+        """The best candidate slot for container ``ci`` on one MIG GPU (``valid``, ``best``,
+        ``slot`` are OUT); returns the reason bit when there is none."""
+        cdef int m, c, k
+        cdef uint32_t cm, bits
+        cdef int64_t order
+        cdef Key key
+        valid[0] = False
+        if self.g_kind[r] != MIG or elig:
+            return 0
+        m = self.g_model[r]
+        c = rq.ctr_cls[ci * rq.n_models + m]
+        if c >= self.n_profiles[m]:
+            return R_MIG_PROFILE_TOO_SMALL
+        cm = self.cand[layout, c]
+        if cm == 0:
+            return R_MIG_NO_PLACEMENT
+        order = self.mig_order(rq, m, layout)
+        key.order = order
+        key.row = r - self.n_first[self.g_node[r]]
+        if not use_idle:
+            key.cost = self.bcost[layout, c]
+            key.reuse = 0
+            key.rank = 0
+            best[0] = key
+            slot[0] = self.bslot[layout, c]
+            valid[0] = True
+            return 0
+        bits = cm
+        k = 0
+        while bits:
+            if bits & 1:
+                key.cost = self.slot_cost(m, layout, k)
+                if self.policy == FIRST_FIT or (self.slotset[idle] >> k) & 1:
+                    key.reuse = 0
+                elif self.occupied[idle] & self.slot_mask[m, k]:
+                    key.reuse = 2
+                else:
+                    key.reuse = 1
+                key.rank = self.slot_rank[m, k]
+                if not valid[0] or key_less(&key, best):
+                    best[0] = key
+                    slot[0] = k
+                    valid[0] = True
+            bits >>= 1
+            k += 1
+        return 0
+
     # -- planning ----------------------------------------------------------------------
     cdef Plan plan_node(self, Req* rq, int node, bint use_idle, int32_t* picks, int* n_picks,
                         int max_picks) noexcept nogil:
@@ -263,7 +312,10 @@ cdef class Kernels:
         cdef int64_t umem[MAX_NODE_GPUS]
         cdef int64_t ucores[MAX_NODE_GPUS]
         cdef uint32_t elig[MAX_NODE_GPUS]
-        cdef int i, r, m, c, k, ci, n, step, layout, live = 0, best_i, best_k, mark
+        cdef bint cvalid[MAX_NODE_GPUS]
+        cdef Key ckey[MAX_NODE_GPUS]
+        cdef int cslot[MAX_NODE_GPUS]
+        cdef int i, r, m, c, k, ci, n, step, layout, live = 0, best_i = -1, best_k, mark
         cdef uint32_t cm, bits
         cdef int64_t cost_before, order, pack
         cdef bint placed, found
@@ -300,57 +352,21 @@ cdef class Kernels:
                 cost_before = out.cost
                 placed = True
                 for step in range(n):
+                    # Only the GPU that took the last device changed: the others keep their
+                    # best candidate (and their reason bits), so re-evaluate just that one.
+                    for i in range(count):
+                        if step == 0 or i == best_i:
+                            out.reasons |= self.best_on_gpu(rq, ci, first + i, elig[i], inuse[i], idle[i],
+                                                            use_idle, &cvalid[i], &ckey[i], &cslot[i])
                     found = False
                     best_i = -1
                     best_k = -1
                     for i in range(count):
-                        r = first + i
-                        if self.g_kind[r] != MIG or elig[i]:
-                            continue
-                        m = self.g_model[r]
-                        c = rq.ctr_cls[ci * rq.n_models + m]
-                        if c >= self.n_profiles[m]:
-                            out.reasons |= R_MIG_PROFILE_TOO_SMALL
-                            continue
-                        layout = inuse[i]
-                        cm = self.cand[layout, c]
-                        if cm == 0:
-                            out.reasons |= R_MIG_NO_PLACEMENT
-                            continue
-                        order = self.mig_order(rq, m, layout)
-                        if use_idle:
-                            bits = cm
-                            k = 0
-                            while bits:
-                                if bits & 1:
-                                    key.cost = self.slot_cost(m, layout, k)
-                                    if self.policy == FIRST_FIT or (self.slotset[idle[i]] >> k) & 1:
-                                        key.reuse = 0
-                                    elif self.occupied[idle[i]] & self.slot_mask[m, k]:
-                                        key.reuse = 2
-                                    else:
-                                        key.reuse = 1
-                                    key.order = order
-                                    key.row = i
-                                    key.rank = self.slot_rank[m, k]
-                                    if not found or key_less(&key, &best):
-                                        best = key
-                                        best_i = i
-                                        best_k = k
-                                        found = True
-                                bits >>= 1
-                                k += 1
-                        else:
-                            key.cost = self.bcost[layout, c]
-                            key.reuse = 0
-                            key.order = order
-                            key.row = i
-                            key.rank = 0
-                            if not found or key_less(&key, &best):
-                                best = key
-                                best_i = i
-                                best_k = self.bslot[layout, c]
-                                found = True
+                        if cvalid[i] and (not found or key_less(&ckey[i], &best)):
+                            best = ckey[i]
+                            best_i = i
+                            best_k = cslot[i]
+                            found = True
                     if not found:
                         placed = False
                         break
