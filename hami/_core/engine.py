@@ -429,7 +429,7 @@ class Engine:
             rq.ctr_pct[i] = c.memory_percent if c.memory_mib <= 0 else 0
             rq.ctr_cores[i] = min(c.cores, 100)
             for m, t in enumerate(tb.models):
-                rq.ctr_cls[i, m] = t.memory_class(self._mig_memory(t, c.memory_mib, c.memory_percent))
+                rq.ctr_cls[i, m] = t.class_of(c.memory_mib, c.memory_percent)
         rq.allow_mig = request.mode in (Mode.ANY, Mode.MIG)
         rq.allow_core = request.mode in (Mode.ANY, Mode.HAMI_CORE)
         if request.use_gpu_types or request.nouse_gpu_types:
@@ -454,14 +454,6 @@ class Engine:
         rq.gpu_binpack = gpu_policy == GpuPolicy.BINPACK
         rq.node_binpack = node_policy == NodePolicy.BINPACK
         return rq
-
-    @staticmethod
-    def _mig_memory(t, memory_mib: int, percent: int) -> int:
-        """ARCHITECTURE §7: absolute MiB as given; a percentage is of the largest profile."""
-        if memory_mib > 0:
-            return memory_mib
-        largest = max(t.nominal)
-        return -(-largest * max(percent, 0) // 100) if percent < 100 else largest
 
     # -- read-only calls ---------------------------------------------------------------
     def fits(self, request: Request, candidate_ids: np.ndarray) -> FitResult:

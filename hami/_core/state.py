@@ -71,26 +71,20 @@ class State:
 
     def grow_rows(self, need: int) -> bool:
         """Make room for ``need`` more rows; True when arrays were reallocated."""
-        cap = len(self.g_node)
-        if self.rows + need <= cap:
-            return False
-        new = max(cap * 2, self.rows + need)
-        for name in GPU_FIELDS:
-            old = getattr(self, name)
-            arr = np.zeros(new, old.dtype)
-            arr[: self.rows] = old[: self.rows]
-            setattr(self, name, arr)
-        return True
+        return self._grow(GPU_FIELDS, self.rows, need)
 
     def grow_nodes(self, need: int) -> bool:
-        cap = len(self.n_first)
-        if self.nodes + need <= cap:
+        return self._grow(NODE_FIELDS, self.nodes, need)
+
+    def _grow(self, fields: dict, used: int, need: int) -> bool:
+        cap = len(getattr(self, next(iter(fields))))
+        if used + need <= cap:
             return False
-        new = max(cap * 2, self.nodes + need)
-        for name in NODE_FIELDS:
+        new = max(cap * 2, used + need)
+        for name in fields:
             old = getattr(self, name)
             arr = np.zeros(new, old.dtype)
-            arr[: self.nodes] = old[: self.nodes]
+            arr[:used] = old[:used]
             setattr(self, name, arr)
         return True
 

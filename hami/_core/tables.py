@@ -89,6 +89,17 @@ class ModelTables:
     def multiset(self, slotset: int) -> Counter[int]:
         return Counter(self.slots[k][0] for k in range(len(self.slots)) if slotset >> k & 1)
 
+    def request_mib(self, memory_mib: int, percent: int) -> int:
+        """ARCHITECTURE §7: absolute MiB as given; a percentage is of the largest profile."""
+        if memory_mib > 0:
+            return memory_mib
+        largest = max(self.nominal)
+        return -(-largest * max(percent, 0) // 100) if percent < 100 else largest
+
+    def class_of(self, memory_mib: int, percent: int) -> int:
+        """The memory class of a device request (memory_mib, or a percentage)."""
+        return self.memory_class(self.request_mib(memory_mib, percent))
+
     def memory_class(self, mib: int) -> int:
         """Index of the smallest profile whose nominal size holds ``mib``; len(profiles) if none."""
         for i, nominal in enumerate(self.nominal):

@@ -74,8 +74,7 @@ class Cluster:
         for c in request.containers:
             if c.count == 0:
                 continue
-            mem = c.memory_mib if c.memory_mib > 0 else self.gpu_memory * c.memory_percent // 100
-            cls = self.tables.memory_class(mem)
+            cls = self.tables.class_of(c.memory_mib, c.memory_percent)
             if cls >= len(self.tables.profiles):
                 return 0
             total += c.count * self.tables.profiles[cls].compute_slices
@@ -142,10 +141,7 @@ class Cluster:
         if need == 0 or free < need:
             return "capacity"
         t = self.tables
-        cls = min(
-            t.memory_class(c.memory_mib if c.memory_mib > 0 else self.gpu_memory * c.memory_percent // 100)
-            for c in request.containers if c.count > 0
-        )
+        cls = min(t.class_of(c.memory_mib, c.memory_percent) for c in request.containers if c.count > 0)
         count = max(c.count for c in request.containers)
         n_s = len(t.slots)
         acceptable = np.array([t.slots[k][0] >= cls for k in range(n_s)])
