@@ -3,6 +3,7 @@
 # appear only at the entry points; the per-node planning runs without the GIL.
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, qsort
 
 import numpy as np
 
@@ -16,6 +17,7 @@ cdef enum:
     F_UNHEALTHY = 1
     F_CORDONED = 2
     MAX_NODE_GPUS = 64
+    MAX_SLOTS = 32
     FRAGMENTATION_AWARE = 0
     FIRST_FIT = 3
     BEST_FIT = 4
@@ -38,16 +40,19 @@ cdef enum:
     R_NODE_TOO_SMALL = 1 << 14
 
 cdef int64_t WEIGHT_SCALE = _S.WEIGHT_SCALE
+cdef int SEARCH_BUDGET = _S.SEARCH_BUDGET
 cdef uint32_t RESOLVABLE_BITS = <uint32_t>int(_RESOLVABLE)
 
 assert _S.MAX_NODE_GPUS == MAX_NODE_GPUS
 assert _S.POLICY_IDS["fragmentation-aware"] == FRAGMENTATION_AWARE
 assert _S.POLICY_IDS["first-fit"] == FIRST_FIT and _S.POLICY_IDS["best-fit"] == BEST_FIT
+assert set(_S.JOINT_POLICIES) == {FRAGMENTATION_AWARE, FIRST_FIT, BEST_FIT}
 
 
 cdef struct Req:
     int n_ctr
     int n_models
+    const int32_t* ctr_order
     const int32_t* ctr_count
     const int32_t* ctr_mem
     const int32_t* ctr_pct
@@ -78,6 +83,30 @@ cdef struct Key:
     int64_t rank
 
 
+cdef struct Cand:
+    Key key
+    int i
+    int k
+
+
+cdef struct Search:
+    # one joint search over a pod's MIG devices on one node (see reference.Kernels._search)
+    Req* rq
+    int first
+    int count
+    uint32_t* elig
+    int* inuse
+    int* idle
+    int* devices  # container per device, largest first
+    int n_dev
+    int budget
+    uint32_t reasons
+    Cand* buf  # n_dev * count * MAX_SLOTS candidates, one block per depth
+    int32_t* picks
+    int* n_picks
+    int max_picks
+
+
 cdef inline bint key_less(Key* a, Key* b) noexcept nogil:
     if a.cost != b.cost:
         return a.cost < b.cost
@@ -88,6 +117,16 @@ cdef inline bint key_less(Key* a, Key* b) noexcept nogil:
     if a.row != b.row:
         return a.row < b.row
     return a.rank < b.rank
+
+
+cdef int cand_cmp(const void* a, const void* b) noexcept nogil:
+    cdef Cand* x = <Cand*>a
+    cdef Cand* y = <Cand*>b
+    if key_less(&x.key, &y.key):
+        return -1
+    if key_less(&y.key, &x.key):
+        return 1
+    return 0
 
 
 cdef class Kernels:
@@ -121,6 +160,8 @@ cdef class Kernels:
     cdef int32_t[:, ::1] remove
     cdef uint32_t[:, ::1] cand
     cdef int8_t[:, ::1] cnt
+    cdef int8_t[:, ::1] chain
+    cdef bint joint
     cdef uint32_t[::1] slotset
     cdef uint32_t[::1] occupied
     cdef int8_t[::1] used_compute
@@ -158,6 +199,8 @@ cdef class Kernels:
         self.remove = tb.remove
         self.cand = tb.cand
         self.cnt = tb.cnt
+        self.chain = tb.chain
+        self.joint = policy in _S.JOINT_POLICIES
         self.slotset = tb.slotset
         self.occupied = tb.occupied
         self.used_compute = tb.used_compute
@@ -249,13 +292,20 @@ cdef class Kernels:
             return R_INSUFFICIENT_MEMORY
         return 0
 
+    cdef inline int64_t reuse(self, int m, int idle, int k) noexcept nogil:
+        if self.policy == FIRST_FIT or (self.slotset[idle] >> k) & 1:
+            return 0  # first-fit: the first GPU and slot, reuse or not
+        if self.occupied[idle] & self.slot_mask[m, k]:
+            return 2
+        return 1
+
     cdef uint32_t best_on_gpu(self, Req* rq, int ci, int r, uint32_t elig, int layout, int idle, bint use_idle,
-                              bint* valid, Key* best, int* slot) noexcept nogil:
+                              int need, bint* valid, Key* best, int* slot) noexcept nogil:
         """The best candidate slot for container ``ci`` on one MIG GPU (``valid``, ``best``,
-        ``slot`` are OUT); returns the reason bit when there is none."""
+        ``slot`` are OUT), among slots after which the GPU can still take ``need`` more
+        devices; returns the reason bit when the GPU has no candidate at all."""
         cdef int m, c, k
         cdef uint32_t cm, bits
-        cdef int64_t order
         cdef Key key
         valid[0] = False
         if self.g_kind[r] != MIG or elig:
@@ -267,8 +317,7 @@ cdef class Kernels:
         cm = self.cand[layout, c]
         if cm == 0:
             return R_MIG_NO_PLACEMENT
-        order = self.mig_order(rq, m, layout)
-        key.order = order
+        key.order = self.mig_order(rq, m, layout)
         key.row = r - self.n_first[self.g_node[r]]
         if not use_idle:
             key.cost = self.bcost[layout, c]
@@ -281,14 +330,9 @@ cdef class Kernels:
         bits = cm
         k = 0
         while bits:
-            if bits & 1:
+            if bits & 1 and (need <= 0 or self.chain[self.add[layout, k], c] >= need):
                 key.cost = self.slot_cost(m, layout, k)
-                if self.policy == FIRST_FIT or (self.slotset[idle] >> k) & 1:
-                    key.reuse = 0
-                elif self.occupied[idle] & self.slot_mask[m, k]:
-                    key.reuse = 2
-                else:
-                    key.reuse = 1
+                key.reuse = self.reuse(m, idle, k)
                 key.rank = self.slot_rank[m, k]
                 if not valid[0] or key_less(&key, best):
                     best[0] = key
@@ -298,28 +342,233 @@ cdef class Kernels:
             k += 1
         return 0
 
+    cdef inline void push_pick(self, int32_t* picks, int* n_picks, int max_picks, int ci, int r, int k,
+                               int64_t mem, int64_t cores) noexcept nogil:
+        if n_picks != NULL and n_picks[0] < max_picks:
+            picks[n_picks[0] * 5 + 0] = ci
+            picks[n_picks[0] * 5 + 1] = r
+            picks[n_picks[0] * 5 + 2] = k
+            picks[n_picks[0] * 5 + 3] = <int32_t>mem
+            picks[n_picks[0] * 5 + 4] = <int32_t>cores
+            n_picks[0] += 1
+
     # -- planning ----------------------------------------------------------------------
+    cdef bint mig_container(self, Req* rq, int ci, int n, int first, int count, uint32_t* elig, int* inuse,
+                            int* idle, bint use_idle, bint lookahead, int64_t* cost, uint32_t* reasons,
+                            int32_t* picks, int* n_picks, int max_picks) noexcept nogil:
+        """reference.Kernels._mig_container: one container's devices one after the other,
+        with the chain lookahead for our policies. Only the GPU that took the last device, or
+        whose lookahead bound moved, is re-evaluated."""
+        cdef int saved_inuse[MAX_NODE_GPUS]
+        cdef int saved_idle[MAX_NODE_GPUS]
+        cdef bint cvalid[MAX_NODE_GPUS]
+        cdef Key ckey[MAX_NODE_GPUS]
+        cdef int cslot[MAX_NODE_GPUS]
+        cdef int cneed[MAX_NODE_GPUS]
+        cdef uint32_t cwhy[MAX_NODE_GPUS]
+        cdef int cls[MAX_NODE_GPUS]
+        cdef int i, r, m, step, need, best_i = -1, best_k = -1, mark
+        cdef int64_t total, added = 0
+        cdef bint found
+        cdef Key best
+        mark = n_picks[0] if n_picks != NULL else 0
+        for i in range(count):
+            saved_inuse[i] = inuse[i]
+            saved_idle[i] = idle[i]
+            r = first + i
+            cls[i] = -1
+            if not elig[i] and self.g_kind[r] == MIG:
+                m = self.g_model[r]
+                if rq.ctr_cls[ci * rq.n_models + m] < self.n_profiles[m]:
+                    cls[i] = rq.ctr_cls[ci * rq.n_models + m]
+        for step in range(n):
+            total = 0
+            if lookahead:
+                for i in range(count):
+                    if cls[i] >= 0:
+                        total += self.chain[inuse[i], cls[i]]
+            for i in range(count):
+                need = 0
+                if lookahead and cls[i] >= 0:
+                    need = <int>((n - step - 1) - (total - self.chain[inuse[i], cls[i]]))
+                    if need < 0:
+                        need = 0
+                if step == 0 or i == best_i or need != cneed[i]:
+                    cwhy[i] = self.best_on_gpu(rq, ci, first + i, elig[i], inuse[i], idle[i], use_idle, need,
+                                               &cvalid[i], &ckey[i], &cslot[i])
+                    cneed[i] = need
+                reasons[0] |= cwhy[i]
+            found = False
+            best_i = -1
+            for i in range(count):
+                if cvalid[i] and (not found or key_less(&ckey[i], &best)):
+                    best = ckey[i]
+                    best_i = i
+                    best_k = cslot[i]
+                    found = True
+            if lookahead and 0 < total < n - step:
+                found = False  # room for some of the devices, not for all of them
+                reasons[0] |= R_MIG_NO_PLACEMENT
+            if not found:
+                for i in range(count):
+                    inuse[i] = saved_inuse[i]
+                    idle[i] = saved_idle[i]
+                if n_picks != NULL:
+                    n_picks[0] = mark
+                return False
+            m = self.g_model[first + best_i]
+            self.take(m, &inuse[best_i], &idle[best_i], best_k)
+            added += best.cost
+            self.push_pick(picks, n_picks, max_picks, ci, first + best_i, best_k, 0, 0)
+        cost[0] += added
+        return True
+
+    cdef bint reachable(self, Search* s, int ci) noexcept nogil:
+        cdef int i, r, m, c
+        for i in range(s.count):
+            r = s.first + i
+            if s.elig[i] or self.g_kind[r] != MIG:
+                continue
+            m = self.g_model[r]
+            c = s.rq.ctr_cls[ci * s.rq.n_models + m]
+            if c < self.n_profiles[m] and self.cand[s.inuse[i], c]:
+                return True
+        return False
+
+    cdef bint dfs(self, Search* s, int d, int64_t cost, int64_t* out_cost) noexcept nogil:
+        """reference.Kernels._search's dfs, step for step (same visits, same order)."""
+        cdef int j, i, r, m, c, k, nc = 0, ci, saved_inuse, saved_idle
+        cdef uint32_t cm, bits
+        cdef bint dup
+        cdef int64_t order
+        cdef Cand* cands
+        if d == s.n_dev:
+            out_cost[0] = cost
+            return True
+        if s.budget == 0:
+            return False
+        s.budget -= 1
+        for j in range(d, s.n_dev):
+            if (j == d or s.devices[j] != s.devices[j - 1]) and not self.reachable(s, s.devices[j]):
+                return False
+        ci = s.devices[d]
+        cands = s.buf + <Py_ssize_t>d * s.count * MAX_SLOTS
+        for i in range(s.count):
+            r = s.first + i
+            if s.elig[i] or self.g_kind[r] != MIG:
+                continue
+            m = self.g_model[r]
+            dup = False
+            for j in range(i):
+                if (not s.elig[j] and self.g_kind[s.first + j] == MIG and self.g_model[s.first + j] == m
+                        and s.inuse[j] == s.inuse[i] and s.idle[j] == s.idle[i]):
+                    dup = True
+                    break
+            if dup:
+                continue
+            c = s.rq.ctr_cls[ci * s.rq.n_models + m]
+            if c >= self.n_profiles[m]:
+                s.reasons |= R_MIG_PROFILE_TOO_SMALL
+                continue
+            cm = self.cand[s.inuse[i], c]
+            if cm == 0:
+                s.reasons |= R_MIG_NO_PLACEMENT
+                continue
+            order = self.mig_order(s.rq, m, s.inuse[i])
+            bits = cm
+            k = 0
+            while bits:
+                if bits & 1:
+                    cands[nc].key.cost = self.slot_cost(m, s.inuse[i], k)
+                    cands[nc].key.reuse = self.reuse(m, s.idle[i], k)
+                    cands[nc].key.order = order
+                    cands[nc].key.row = i
+                    cands[nc].key.rank = self.slot_rank[m, k]
+                    cands[nc].i = i
+                    cands[nc].k = k
+                    nc += 1
+                bits >>= 1
+                k += 1
+        qsort(cands, nc, sizeof(Cand), cand_cmp)
+        for j in range(nc):
+            i = cands[j].i
+            k = cands[j].k
+            m = self.g_model[s.first + i]
+            saved_inuse = s.inuse[i]
+            saved_idle = s.idle[i]
+            self.take(m, &s.inuse[i], &s.idle[i], k)
+            self.push_pick(s.picks, s.n_picks, s.max_picks, ci, s.first + i, k, 0, 0)
+            if self.dfs(s, d + 1, cost + cands[j].key.cost, out_cost):
+                return True
+            s.inuse[i] = saved_inuse
+            s.idle[i] = saved_idle
+            if s.n_picks != NULL:
+                s.n_picks[0] -= 1
+        return False
+
+    cdef bint search(self, Req* rq, int first, int count, uint32_t* elig, int* inuse, int* idle, int64_t* cost,
+                     uint32_t* reasons, int32_t* picks, int* n_picks, int max_picks) noexcept nogil:
+        """reference.Kernels._search: the pod's MIG devices as one placement problem."""
+        cdef Search s
+        cdef int ci, j, n_dev = 0, i, mark
+        cdef bint ok, any_mig = False
+        for j in range(rq.n_ctr):
+            n_dev += rq.ctr_count[j]
+        s.devices = <int*>malloc(max(n_dev, 1) * sizeof(int))
+        s.buf = <Cand*>malloc(max(n_dev, 1) * max(count, 1) * MAX_SLOTS * sizeof(Cand))
+        if s.devices == NULL or s.buf == NULL:
+            free(s.devices)
+            free(s.buf)
+            reasons[0] |= R_MIG_NO_PLACEMENT
+            return False
+        n_dev = 0
+        for j in range(rq.n_ctr):
+            ci = rq.ctr_order[j]
+            for i in range(rq.ctr_count[ci]):
+                s.devices[n_dev] = ci
+                n_dev += 1
+        for i in range(count):
+            if not elig[i] and self.g_kind[first + i] == MIG:
+                any_mig = True
+        s.rq = rq
+        s.first = first
+        s.count = count
+        s.elig = elig
+        s.inuse = inuse
+        s.idle = idle
+        s.n_dev = n_dev
+        s.budget = SEARCH_BUDGET
+        s.reasons = 0
+        s.picks = picks
+        s.n_picks = n_picks
+        s.max_picks = max_picks
+        mark = n_picks[0] if n_picks != NULL else 0
+        ok = self.dfs(&s, 0, 0, cost)
+        free(s.devices)
+        free(s.buf)
+        if not ok:
+            if n_picks != NULL:
+                n_picks[0] = mark
+            if any_mig:
+                s.reasons |= R_MIG_NO_PLACEMENT
+        reasons[0] |= s.reasons
+        return ok
+
     cdef Plan plan_node(self, Req* rq, int node, bint use_idle, int32_t* picks, int* n_picks,
                         int max_picks) noexcept nogil:
+        """reference.Kernels.plan."""
         cdef Plan out
         cdef int first = self.n_first[node]
         cdef int count = self.n_count[node]
         cdef int inuse[MAX_NODE_GPUS]
         cdef int idle[MAX_NODE_GPUS]
-        cdef int saved_inuse[MAX_NODE_GPUS]
-        cdef int saved_idle[MAX_NODE_GPUS]
         cdef int64_t slots[MAX_NODE_GPUS]
         cdef int64_t umem[MAX_NODE_GPUS]
         cdef int64_t ucores[MAX_NODE_GPUS]
         cdef uint32_t elig[MAX_NODE_GPUS]
-        cdef bint cvalid[MAX_NODE_GPUS]
-        cdef Key ckey[MAX_NODE_GPUS]
-        cdef int cslot[MAX_NODE_GPUS]
-        cdef int i, r, m, c, k, ci, n, step, layout, live = 0, best_i = -1, best_k, mark
-        cdef uint32_t cm, bits
-        cdef int64_t cost_before, order, pack
-        cdef bint placed, found
-        cdef Key key, best
+        cdef int i, r, j, ci, n, live = 0
+        cdef int64_t pack
+        cdef bint placed, done = False
         out.ok = False
         out.on_core = False
         out.reasons = 0
@@ -341,61 +590,30 @@ cdef class Kernels:
         if live == 0:
             out.reasons = R_NO_GPUS
             return out
-        for ci in range(rq.n_ctr):
-            n = rq.ctr_count[ci]
-            placed = False
-            if rq.allow_mig:
-                for i in range(count):
-                    saved_inuse[i] = inuse[i]
-                    saved_idle[i] = idle[i]
-                mark = n_picks[0] if n_picks != NULL else 0
-                cost_before = out.cost
-                placed = True
-                for step in range(n):
-                    # Only the GPU that took the last device changed: the others keep their
-                    # best candidate (and their reason bits), so re-evaluate just that one.
-                    for i in range(count):
-                        if step == 0 or i == best_i:
-                            out.reasons |= self.best_on_gpu(rq, ci, first + i, elig[i], inuse[i], idle[i],
-                                                            use_idle, &cvalid[i], &ckey[i], &cslot[i])
-                    found = False
-                    best_i = -1
-                    best_k = -1
-                    for i in range(count):
-                        if cvalid[i] and (not found or key_less(&ckey[i], &best)):
-                            best = ckey[i]
-                            best_i = i
-                            best_k = cslot[i]
-                            found = True
-                    if not found:
-                        placed = False
-                        break
-                    m = self.g_model[first + best_i]
-                    self.take(m, &inuse[best_i], &idle[best_i], best_k)
-                    out.cost += best.cost
-                    if n_picks != NULL and n_picks[0] < max_picks:
-                        picks[n_picks[0] * 5 + 0] = ci
-                        picks[n_picks[0] * 5 + 1] = first + best_i
-                        picks[n_picks[0] * 5 + 2] = best_k
-                        picks[n_picks[0] * 5 + 3] = 0
-                        picks[n_picks[0] * 5 + 4] = 0
-                        n_picks[0] += 1
-                if not placed:
-                    for i in range(count):
-                        inuse[i] = saved_inuse[i]
-                        idle[i] = saved_idle[i]
-                    out.cost = cost_before
-                    if n_picks != NULL:
-                        n_picks[0] = mark
-            if not placed and rq.allow_core:
-                placed = self.place_core(rq, ci, n, first, count, elig, slots, umem, ucores,
-                                         &out.reasons, picks, n_picks, max_picks)
-                if placed:
-                    out.on_core = True
-            if not placed:
+        if self.joint and rq.allow_mig and rq.n_ctr >= 2:
+            if self.search(rq, first, count, elig, inuse, idle, &out.cost, &out.reasons, picks, n_picks,
+                           max_picks):
+                done = True
+            elif not rq.allow_core:
                 out.cost = 0
-                out.on_core = False
                 return out
+        if not done:
+            for j in range(rq.n_ctr):
+                ci = rq.ctr_order[j]
+                n = rq.ctr_count[ci]
+                placed = False
+                if rq.allow_mig:
+                    placed = self.mig_container(rq, ci, n, first, count, elig, inuse, idle, use_idle, self.joint,
+                                                &out.cost, &out.reasons, picks, n_picks, max_picks)
+                if not placed and rq.allow_core:
+                    placed = self.place_core(rq, ci, n, first, count, elig, slots, umem, ucores,
+                                             &out.reasons, picks, n_picks, max_picks)
+                    if placed:
+                        out.on_core = True
+                if not placed:
+                    out.cost = 0
+                    out.on_core = False
+                    return out
         pack = 0
         for i in range(count):
             if self.g_kind[first + i] != DEAD:
@@ -598,7 +816,7 @@ cdef class Kernels:
                 if view.req.single:
                     p = self.plan_single(&view.req, nodes[j])
                 else:
-                    p = self.plan_node(&view.req, nodes[j], False, NULL, NULL, 0)
+                    p = self.plan_node(&view.req, nodes[j], True, NULL, NULL, 0)
                 if not p.ok:
                     out_code[j] = 1 if p.reasons & RESOLVABLE_BITS else 2
                     out_reason[j] = p.reasons
@@ -629,6 +847,7 @@ cdef class ReqView:
     """A request's arrays as one C struct; holds the memoryviews the struct points into."""
 
     cdef Req req
+    cdef int32_t[::1] order
     cdef int32_t[::1] count
     cdef int32_t[::1] mem
     cdef int32_t[::1] pct
@@ -638,6 +857,7 @@ cdef class ReqView:
     cdef uint8_t[::1] row_ok
 
     def __init__(self, rq):
+        self.order = rq.ctr_order
         self.count = rq.ctr_count
         self.mem = rq.ctr_mem
         self.pct = rq.ctr_pct
@@ -647,6 +867,7 @@ cdef class ReqView:
         self.row_ok = rq.row_ok
         self.req.n_ctr = rq.n_ctr
         self.req.n_models = self.cls.shape[1]
+        self.req.ctr_order = &self.order[0] if self.order.shape[0] else NULL
         self.req.ctr_count = &self.count[0] if self.count.shape[0] else NULL
         self.req.ctr_mem = &self.mem[0] if self.mem.shape[0] else NULL
         self.req.ctr_pct = &self.pct[0] if self.pct.shape[0] else NULL

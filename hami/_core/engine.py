@@ -94,7 +94,9 @@ class Engine:
         self._types: list[str] = []
         self._type_ids: dict[str, int] = {}
         self._held: dict[str, _Held] = {}
-        self._owner: dict[tuple[int, int], str] = {}  # (row, slot) -> pod uid
+        # reservations indexed by GPU row, so a node's report or reshape costs O(its instances)
+        self._owner: dict[int, dict[int, str]] = {}  # row -> slot -> pod uid (MIG)
+        self._row_pods: dict[int, set[str]] = {}  # row -> pods with a pick there (MIG or share)
         self._pinned: dict[int, dict[int, RealisedInstance]] = {}  # busy, not ours
         self._idle: dict[int, dict[int, RealisedInstance | None]] = {}  # idle realised instances
         self._lazy: list[list[float]] = []  # per model: histogram × boost (lazy decay)
@@ -252,13 +254,10 @@ class Engine:
         for name in ("g_flags", "g_inuse", "g_idle", "g_slots", "g_used_mem", "g_used_cores"):
             getattr(st, name)[new] = getattr(st, name)[old]
         self._touch(new)
-        for (row, slot), uid in list(self._owner.items()):
-            if row == old:
-                del self._owner[(row, slot)]
-                self._owner[(new, slot)] = uid
-        for held in self._held.values():
+        for uid in self._row_pods.get(old, ()):
+            held = self._held[uid]
             held.picks = [(c, new if r == old else r, k, mem, cores) for c, r, k, mem, cores in held.picks]
-        for table in (self._pinned, self._idle):
+        for table in (self._owner, self._row_pods, self._pinned, self._idle):
             if old in table:
                 table[new] = table.pop(old)
         self._row_spec[old] = None
@@ -341,10 +340,10 @@ class Engine:
         t = tb.models[m]
         uuid = self._row_spec[row].uuid
         conflicts = []
+        owners = self._owner.get(row, {})
         reserved = 0
-        for (r, k), _uid in self._owner.items():
-            if r == row:
-                reserved |= 1 << k
+        for k in owners:
+            reserved |= 1 << k
         occupied = self._occupied(m, reserved)
         pinned: dict[int, RealisedInstance] = {}
         idle: dict[int, RealisedInstance] = {}
@@ -356,7 +355,7 @@ class Engine:
                 continue
             mask = t.slot_mask[k]
             if reserved >> k & 1:
-                owner = self._owner[(row, k)]
+                owner = owners[k]
                 if inst.in_use and inst.pod_uid and inst.pod_uid != owner:
                     conflicts.append(Conflict(inst.pod_uid, uuid,
                                               f"{inst.profile}@{inst.start} is reserved for pod {owner}"))
@@ -430,6 +429,14 @@ class Engine:
             rq.ctr_cores[i] = min(c.cores, 100)
             for m, t in enumerate(tb.models):
                 rq.ctr_cls[i, m] = t.class_of(c.memory_mib, c.memory_percent)
+        if self.policy in S.JOINT_POLICIES and len(ctrs) > 1:
+            # largest first, ties by the request itself: the plan never depends on the order
+            # containers are written in (identical containers are interchangeable)
+            def size(i: int) -> tuple:
+                return (tuple(-int(x) for x in rq.ctr_cls[i]), -int(rq.ctr_mem[i]), -int(rq.ctr_pct[i]),
+                        -int(rq.ctr_cores[i]), -int(rq.ctr_count[i]), i)
+
+            rq.ctr_order[:] = sorted(range(len(ctrs)), key=size)
         rq.allow_mig = request.mode in (Mode.ANY, Mode.MIG)
         rq.allow_core = request.mode in (Mode.ANY, Mode.HAMI_CORE)
         if request.use_gpu_types or request.nouse_gpu_types:
@@ -465,13 +472,27 @@ class Engine:
 
     def fit_and_score(self, request: Request, candidate_ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
         """Both in one pass over the candidates (read-only)."""
-        ids = np.ascontiguousarray(candidate_ids, np.int32)
+        ids = self._checked_ids(candidate_ids)
         codes = np.zeros(len(ids), np.uint8)
         reasons = np.zeros(len(ids), np.uint32)
         scores = np.zeros(len(ids), np.int32)
         if request.wants_gpus:
             self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
         return FitResult(ids, codes, reasons), scores
+
+    def _checked_ids(self, candidate_ids) -> np.ndarray:
+        """Node ids as the kernels take them, bounds-checked once: ids come from HTTP input
+        through ``node_ids``, and an id the state does not have would read past its arrays."""
+        ids = np.asarray(candidate_ids)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"node ids must be integers (got {ids.dtype}); map node names with Engine.node_ids()")
+        if ids.size:
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= self.state.nodes:
+                bad = low if low < 0 else high
+                raise ValueError(f"node id {bad} is out of range 0..{self.state.nodes - 1}; "
+                                 "map node names with Engine.node_ids()")
+        return np.ascontiguousarray(ids, np.int32)
 
     # -- decisions ---------------------------------------------------------------------
     def decide_and_reserve(self, pod_uid: str, request: Request, node: str) -> Decision | Rejection:
@@ -490,9 +511,6 @@ class Engine:
             rq = self._request_arrays(request)
             picks: list[tuple[int, int, int, int, int]] = []
             ok, reasons, _cost, _pack, _core = self.kernels.plan(rq, node_id, True, picks)
-            if not ok:
-                picks = []
-                ok, reasons, _cost, _pack, _core = self.kernels.plan(rq, node_id, False, picks)
             if not ok:
                 code = Code.UNSCHEDULABLE if reasons & RESOLVABLE else Code.UNSCHEDULABLE_AND_UNRESOLVABLE
                 return Rejection(node, code, int(reasons), f"node {node}: {describe(int(reasons))}")
@@ -534,11 +552,13 @@ class Engine:
             assert after >= 0, "kernel picked an illegal slot"
             st.g_inuse[row] = after
             self._touch(row)
-            self._owner[(row, k)] = pod_uid
+            self._owner.setdefault(row, {})[k] = pod_uid
             prof = t.profiles[p]
             per_ctr[c].append(MigPick(spec.uuid, prof.name, start, prof.memory_slices, reuse, tuple(destroy)))
         decision = Decision(pod_uid, node, tuple(tuple(d) for d in per_ctr))
         self._held[pod_uid] = _Held(node, decision, list(picks))
+        for _c, row, _k, _mem, _cores in picks:
+            self._row_pods.setdefault(row, set()).add(pod_uid)
         return decision
 
     @staticmethod
@@ -554,6 +574,14 @@ class Engine:
                 return False
             st, tb = self.state, self.tables
             for _c, row, k, mem, cores in held.picks:
+                pods = self._row_pods.get(row)
+                if pods is not None:
+                    pods.discard(pod_uid)
+                owners = self._owner.get(row, {})
+                if k >= 0:
+                    if owners.get(k) != pod_uid:
+                        continue
+                    del owners[k]
                 if self._row_spec[row] is None or st.g_kind[row] == S.DEAD:
                     continue
                 if k < 0:
@@ -562,9 +590,6 @@ class Engine:
                     st.g_used_cores[row] -= cores
                     self._touch(row)
                     continue
-                if self._owner.get((row, k)) != pod_uid:
-                    continue
-                del self._owner[(row, k)]
                 st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
                 self._touch(row)
                 idle_after = int(tb.add[int(st.g_idle[row]), k])
@@ -610,7 +635,7 @@ class Engine:
                     st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
                     self._touch(row)
                 if int(tb.add[int(st.g_inuse[row]), k]) < 0:
-                    owner = self._owner.get((row, k))
+                    owner = self._owner.get(row, {}).get(k)
                     conflicts.append(Conflict(pod_uid, pick.gpu_uuid,
                                               f"{pick.profile}@{pick.start} overlaps instances in use"
                                               + (f" (pod {owner})" if owner else "")))

@@ -104,11 +104,12 @@ class Kernels:
     def plan(self, rq: S.RequestArrays, node: int, use_idle: bool, picks: list | None):
         """Plan the whole request on one node without changing state.
 
-        Returns ``(ok, reasons, cost, pack_pm, on_core)`` (``on_core``: some container got
-        hami-core shares); appends ``(ctr, row, slot, mem, cores)``
-        to ``picks`` when given (slot -1 for a hami-core share).
+        ``use_idle=False`` is the lookup mode (``fits``/``scores`` of a one-device request,
+        where the tables' best slot is exact). Returns ``(ok, reasons, cost, pack_pm,
+        on_core)`` (``on_core``: some container got hami-core shares); appends ``(ctr, row,
+        slot, mem, cores)`` to ``picks`` when given (slot -1 for a hami-core share).
         """
-        st, tb = self.st, self.tb
+        st = self.st
         first, count = int(st.n_first[node]), int(st.n_count[node])
         live = [i for i in range(count) if st.g_kind[first + i] != S.DEAD]
         if not live:
@@ -122,64 +123,25 @@ class Kernels:
         reasons = 0
         for i in live:
             reasons |= elig[i]
+        joint = self.policy in S.JOINT_POLICIES
         total_cost = 0
         on_core = False
-        for ci in range(rq.n_ctr):
+        done = False
+        if joint and rq.allow_mig and rq.n_ctr >= 2:
+            ok, cost, why = self._search(rq, first, live, elig, inuse, idle, picks)
+            reasons |= why
+            if ok:
+                total_cost, done = cost, True
+            elif not rq.allow_core:
+                return False, reasons, 0, 0, False
+        for ci in [] if done else [int(x) for x in rq.ctr_order]:
             n = int(rq.ctr_count[ci])
             placed = False
             if rq.allow_mig:
-                saved = (list(inuse), list(idle))
-                mark = len(picks) if picks is not None else 0
-                cost_before = total_cost
-                placed = True
-                for _ in range(n):
-                    best = None
-                    for i in live:
-                        r = first + i
-                        if elig[i] or st.g_kind[r] != S.MIG:
-                            continue
-                        m = int(st.g_model[r])
-                        c = int(rq.ctr_cls[ci, m])
-                        if c >= tb.n_profiles[m]:
-                            reasons |= Reason.MIG_PROFILE_TOO_SMALL
-                            continue
-                        layout = inuse[i]
-                        cm = int(tb.cand[layout, c])
-                        if cm == 0:
-                            reasons |= Reason.MIG_NO_PLACEMENT
-                            continue
-                        order = self._mig_order(rq, m, layout)
-                        if use_idle:
-                            for k in _bits(cm):
-                                cost = self._slot_cost(m, layout, k)
-                                if self.policy == S.FIRST_FIT or int(tb.slotset[idle[i]]) >> k & 1:
-                                    reuse = 0  # first-fit: the first GPU and slot, reuse or not
-                                elif int(tb.occupied[idle[i]]) & int(tb.slot_mask[m, k]):
-                                    reuse = 2
-                                else:
-                                    reuse = 1
-                                key = (cost, reuse, order, i, int(tb.slot_rank[m, k]))
-                                if best is None or key < best[0]:
-                                    best = (key, i, k)
-                        else:
-                            k = int(self.dyn.bslot[layout, c])
-                            key = (int(self.dyn.bcost[layout, c]), 0, order, i, 0)
-                            if best is None or key < best[0]:
-                                best = (key, i, k)
-                    if best is None:
-                        placed = False
-                        break
-                    key, i, k = best
-                    m = int(st.g_model[first + i])
-                    inuse[i], idle[i] = self._take(m, inuse[i], idle[i], k)
-                    total_cost += key[0]
-                    if picks is not None:
-                        picks.append((ci, first + i, k, 0, 0))
-                if not placed:
-                    inuse, idle = saved
-                    total_cost = cost_before
-                    if picks is not None:
-                        del picks[mark:]
+                placed, cost, why = self._mig_container(rq, ci, n, first, live, elig, inuse, idle,
+                                                        use_idle, joint, picks)
+                reasons |= why
+                total_cost += cost
             if not placed and rq.allow_core:
                 placed, why = self._place_core(rq, ci, n, first, live, elig, slots, umem, ucores, picks)
                 reasons |= why
@@ -190,6 +152,156 @@ class Kernels:
         for i in live:
             pack += self._usage_pm(first + i, inuse[i], umem[i])
         return True, 0, total_cost, pack // len(live), on_core
+
+    def _mig_container(self, rq, ci, n, first, live, elig, inuse, idle, use_idle, lookahead, picks):
+        """One container's ``n`` MIG devices, one after the other, each taking the best
+        candidate (GPU, slot). With ``lookahead`` (our policies) a candidate is taken only if
+        the node can still hold the container's remaining devices (the ``chain`` table), which
+        makes the greedy walk exact; the HAMi baselines walk without it, as HAMi does.
+        Returns ``(placed, cost, reasons)``; on failure the scratch state is unchanged."""
+        st, tb = self.st, self.tb
+        saved = (list(inuse), list(idle))
+        mark = len(picks) if picks is not None else 0
+        reasons = 0
+        cost = 0
+        for step in range(n):
+            total = 0
+            if lookahead:
+                for i in live:
+                    r = first + i
+                    if not elig[i] and st.g_kind[r] == S.MIG:
+                        m = int(st.g_model[r])
+                        c = int(rq.ctr_cls[ci, m])
+                        if c < tb.n_profiles[m]:
+                            total += int(tb.chain[inuse[i], c])
+            best = None
+            for i in live:
+                r = first + i
+                if elig[i] or st.g_kind[r] != S.MIG:
+                    continue
+                m = int(st.g_model[r])
+                c = int(rq.ctr_cls[ci, m])
+                if c >= tb.n_profiles[m]:
+                    reasons |= Reason.MIG_PROFILE_TOO_SMALL
+                    continue
+                layout = inuse[i]
+                cm = int(tb.cand[layout, c])
+                if cm == 0:
+                    reasons |= Reason.MIG_NO_PLACEMENT
+                    continue
+                # devices this GPU must still take after this one, the others being full
+                need = (n - step - 1) - (total - int(tb.chain[layout, c])) if lookahead else 0
+                order = self._mig_order(rq, m, layout)
+                if use_idle:
+                    for k in _bits(cm):
+                        if need > 0 and int(tb.chain[int(tb.add[layout, k]), c]) < need:
+                            continue
+                        key = (self._slot_cost(m, layout, k), self._reuse(m, idle[i], k), order, i,
+                               int(tb.slot_rank[m, k]))
+                        if best is None or key < best[0]:
+                            best = (key, i, k)
+                else:  # the lookup mode serves one device only, where need <= 0
+                    key = (int(self.dyn.bcost[layout, c]), 0, order, i, 0)
+                    if best is None or key < best[0]:
+                        best = (key, i, int(self.dyn.bslot[layout, c]))
+            if lookahead and 0 < total < n - step:
+                best = None  # room for some of the devices, not for all of them
+                reasons |= Reason.MIG_NO_PLACEMENT
+            if best is None:
+                inuse[:], idle[:] = saved
+                if picks is not None:
+                    del picks[mark:]
+                return False, 0, reasons
+            key, i, k = best
+            m = int(st.g_model[first + i])
+            inuse[i], idle[i] = self._take(m, inuse[i], idle[i], k)
+            cost += key[0]
+            if picks is not None:
+                picks.append((ci, first + i, k, 0, 0))
+        return True, cost, reasons
+
+    def _reuse(self, m: int, idle: int, k: int) -> int:
+        """0: an idle instance sits exactly at slot k (first-fit: always 0, it never seeks
+        one); 1: free slices; 2: idle instances must be destroyed first."""
+        tb = self.tb
+        if self.policy == S.FIRST_FIT or int(tb.slotset[idle]) >> k & 1:
+            return 0
+        if int(tb.occupied[idle]) & int(tb.slot_mask[m, k]):
+            return 2
+        return 1
+
+    def _search(self, rq, first, live, elig, inuse, idle, picks):
+        """Every MIG device of the pod as one placement problem (our policies, two or more
+        containers): devices largest first, each trying its candidates in key order,
+        backtracking on a dead end. Bounded by ``S.SEARCH_BUDGET`` visits; GPUs in the same
+        state are tried once per step (swapping them changes nothing), and a branch stops as
+        soon as some remaining container has no candidate anywhere (candidates only shrink
+        as instances are added). Returns ``(ok, cost, reasons)``; on success ``inuse``,
+        ``idle`` and ``picks`` hold the plan, otherwise they are unchanged."""
+        st, tb = self.st, self.tb
+        order = [int(x) for x in rq.ctr_order]
+        devices = [ci for ci in order for _ in range(int(rq.ctr_count[ci]))]
+        mig = [i for i in live if not elig[i] and st.g_kind[first + i] == S.MIG]
+        budget = [S.SEARCH_BUDGET]
+        reasons = [0]
+
+        def reachable(ci: int) -> bool:
+            for i in mig:
+                m = int(st.g_model[first + i])
+                c = int(rq.ctr_cls[ci, m])
+                if c < tb.n_profiles[m] and int(tb.cand[inuse[i], c]):
+                    return True
+            return False
+
+        def dfs(d: int, cost: int):
+            if d == len(devices):
+                return cost
+            if budget[0] == 0:
+                return None
+            budget[0] -= 1
+            for j in range(d, len(devices)):
+                if (j == d or devices[j] != devices[j - 1]) and not reachable(devices[j]):
+                    return None
+            ci = devices[d]
+            cands = []
+            seen = set()
+            for i in mig:
+                m = int(st.g_model[first + i])
+                if (m, inuse[i], idle[i]) in seen:
+                    continue
+                seen.add((m, inuse[i], idle[i]))
+                c = int(rq.ctr_cls[ci, m])
+                if c >= tb.n_profiles[m]:
+                    reasons[0] |= Reason.MIG_PROFILE_TOO_SMALL
+                    continue
+                layout = inuse[i]
+                cm = int(tb.cand[layout, c])
+                if cm == 0:
+                    reasons[0] |= Reason.MIG_NO_PLACEMENT
+                    continue
+                order_key = self._mig_order(rq, m, layout)
+                for k in _bits(cm):
+                    cands.append(((self._slot_cost(m, layout, k), self._reuse(m, idle[i], k), order_key, i,
+                                   int(tb.slot_rank[m, k])), i, k))
+            cands.sort()
+            for key, i, k in cands:
+                saved = inuse[i], idle[i]
+                m = int(st.g_model[first + i])
+                inuse[i], idle[i] = self._take(m, inuse[i], idle[i], k)
+                if picks is not None:
+                    picks.append((ci, first + i, k, 0, 0))
+                found = dfs(d + 1, cost + key[0])
+                if found is not None:
+                    return found
+                inuse[i], idle[i] = saved
+                if picks is not None:
+                    picks.pop()
+            return None
+
+        found = dfs(0, 0)
+        if found is None and mig:
+            reasons[0] |= Reason.MIG_NO_PLACEMENT
+        return found is not None, found or 0, reasons[0]
 
     def _take(self, m: int, layout: int, idle: int, k: int) -> tuple[int, int]:
         """Slot k goes in use; idle instances it reuses or overlaps leave the idle layout."""
@@ -251,8 +363,9 @@ class Kernels:
         """Per node: code 0 fits / 1 unschedulable / 2 unresolvable, reason bits, score 0..100."""
         from hami._core.results import RESOLVABLE
 
+        lookup = rq.n_ctr == 1 and int(rq.ctr_count[0]) == 1  # the tables' best slot is exact
         for j in range(len(nodes)):
-            ok, reasons, cost, pack, on_core = self.plan(rq, int(nodes[j]), False, None)
+            ok, reasons, cost, pack, on_core = self.plan(rq, int(nodes[j]), not lookup, None)
             if not ok:
                 out_code[j] = 1 if reasons & RESOLVABLE else 2
                 out_reason[j] = reasons

@@ -26,6 +26,10 @@ POLICY_IDS = {
     "static": 5,
 }
 FRAGMENTATION_AWARE, HAMI_LEGACY, HAMI_V210, FIRST_FIT, BEST_FIT, STATIC = range(6)
+# our policies plan a pod's devices together, largest first, whatever the container order;
+# the HAMi baselines and static place containers one by one in order, as HAMi does
+JOINT_POLICIES = (FRAGMENTATION_AWARE, FIRST_FIT, BEST_FIT)
+SEARCH_BUDGET = 4096  # joint-search visits per node before a pod is refused there
 
 WEIGHT_SCALE = 1_000_000  # profile-mix weights are integers summing to this
 NO_COST = np.iinfo(np.int64).max
@@ -110,6 +114,7 @@ class RequestArrays:
     def __init__(self, n_ctr: int, n_models: int, n_types: int) -> None:
         self.n_ctr = n_ctr
         self.ctr_index = np.zeros(n_ctr, np.int32)  # position in Request.containers
+        self.ctr_order = np.arange(n_ctr, dtype=np.int32)  # planning order of the containers
         self.ctr_count = np.zeros(n_ctr, np.int32)
         self.ctr_mem = np.zeros(n_ctr, np.int32)  # MiB, 0 when a percentage
         self.ctr_pct = np.zeros(n_ctr, np.int32)

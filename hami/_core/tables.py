@@ -10,7 +10,12 @@ realised instances. Everything the hot path needs is a lookup indexed by layout 
 - ``cand[L, c]``: slot bitmask a request of memory class ``c`` may take in ``L``, under the
   policy's rules (geometry semantics for ours, HAMi's for the baselines).
 - ``cnt[L, p]``: how many more instances of profile ``p`` fit in ``L`` inside some allowed
-  geometry: the future capacity the fragmentation-aware policy protects.
+  geometry (positionally, for a layout inside none): the future capacity the
+  fragmentation-aware policy protects.
+- ``chain[L, c]``: the most devices of memory class ``c`` that ``L`` can still take one after
+  the other through ``cand``. GPUs are independent, so a container of ``n`` such devices fits
+  on a node exactly when the chains of its GPUs add up to ``n``: planning looks ahead with it
+  instead of backtracking.
 
 Layout ids are global across models (each model owns a contiguous id range), so one set of
 flat arrays serves the whole cluster. ``mask & occupied == 0`` is how the tables are built;
@@ -163,6 +168,7 @@ _ARRAY_SPECS = {
     "remove": (np.int32, (MAX_SLOTS,), -1),
     "cand": (np.uint32, (MAX_PROFILES,), 0),
     "cnt": (np.int8, (MAX_PROFILES,), 0),
+    "chain": (np.int8, (MAX_PROFILES,), 0),
     "slotset": (np.uint32, (), 0),
     "occupied": (np.uint32, (), 0),
     "used_compute": (np.int8, (), 0),
@@ -359,11 +365,27 @@ def _fill_model(pt: PolicyTables, m: int, t: ModelTables, base: int, config, pol
             for gi, wanted in enumerate(t.geometries):
                 if geo_ok[local] >> gi & 1:
                     best = max(best, wanted.get(p, 0) - have.get(p, 0))
-            if policy == "hami-v2.10":  # no geometries: what still fits positionally
+            if policy == "hami-v2.10" or (policy in GEOMETRY_POLICIES and not geo_ok[local]):
+                # no geometries, or a layout inside none (adopted): what still fits positionally
                 best = _max_more(t, s, occupied[local], p)
             pt.cnt[base + local, p] = best
 
     _fill_candidates(pt, m, t, base, occupied, geo_ok, config, policy)
+    _fill_chains(pt, t, base)
+
+
+def _fill_chains(pt, t: ModelTables, base: int) -> None:
+    """chain[L, c] = max over candidate slots k of 1 + chain[add[L, k], c] (supersets first)."""
+    n_s, n_p = len(t.slots), len(t.profiles)
+    for local in sorted(range(t.n_layouts), key=lambda i: -bin(t.layouts[i]).count("1")):
+        g = base + local
+        for c in range(n_p):
+            best = 0
+            bits = int(pt.cand[g, c])
+            for k in range(n_s):
+                if bits >> k & 1:
+                    best = max(best, 1 + int(pt.chain[int(pt.add[g, k]), c]))
+            pt.chain[g, c] = best
 
 
 def _max_more(t: ModelTables, s: int, occ: int, p: int) -> int:
@@ -404,7 +426,13 @@ def _fill_candidates(pt, m, t: ModelTables, base, occupied, geo_ok, config, poli
         for k in range(n_s):
             if pt.add[g, k] >= 0:
                 legal |= 1 << k
-        if policy in GEOMETRY_POLICIES:
+        if policy in GEOMETRY_POLICIES and not geo_ok[local]:
+            # Instances placed outside every allowed geometry (by HAMi, by hand, by NVML's
+            # automatic placement): geometries guide, they never strand, so every legal
+            # placement next to them is a candidate; the GPU drains back as pods end.
+            for c in range(n_p):
+                pt.cand[g, c] = legal & acceptable[c]
+        elif policy in GEOMETRY_POLICIES:
             allowed = 0
             for p in range(n_p):
                 first = None
