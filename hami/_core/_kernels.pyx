@@ -151,6 +151,7 @@ cdef class Kernels:
     cdef int32_t[::1] g_order
     cdef int32_t[::1] n_first
     cdef int32_t[::1] n_count
+    cdef int64_t[::1] n_version
     cdef int32_t[::1] n_profiles
     cdef int32_t[::1] compute_slices
     cdef uint32_t[:, ::1] slot_mask
@@ -190,6 +191,7 @@ cdef class Kernels:
         self.g_order = st.g_order
         self.n_first = st.n_first
         self.n_count = st.n_count
+        self.n_version = st.n_version
         self.n_profiles = tb.n_profiles
         self.compute_slices = tb.compute_slices
         self.slot_mask = tb.slot_mask
@@ -804,19 +806,92 @@ cdef class Kernels:
             s = (s + 1000 - (c if c < 1000 else 1000)) // 2
         return s // 10
 
+    # -- state updates (reference.Kernels.take_slot and friends) -----------------------
+    def take_slot(self, int row, int k):
+        cdef int m = self.g_model[row]
+        cdef int idle = self.g_idle[row]
+        cdef uint32_t present = self.slotset[idle]
+        cdef uint32_t mask = self.slot_mask[m, k]
+        cdef uint32_t destroyed = 0
+        cdef bint reused = False
+        cdef int j = 0
+        cdef int after = self.add[self.g_inuse[row], k]
+        if after < 0:
+            raise ValueError(f"slot {k} is not free on GPU row {row}")
+        while present:
+            if present & 1:
+                if j == k:
+                    reused = True
+                    idle = self.remove[idle, j]
+                elif self.slot_mask[m, j] & mask:
+                    destroyed |= 1u << j
+                    idle = self.remove[idle, j]
+            present >>= 1
+            j += 1
+        self.g_idle[row] = idle
+        self.g_inuse[row] = after
+        self.g_usage[row] = self.usage_pm_of[after]
+        self.g_order[row] = 0
+        return reused, destroyed
+
+    def set_layouts(self, int row, int inuse, int idle):
+        self.g_inuse[row] = inuse
+        self.g_idle[row] = idle
+        self.g_usage[row] = self.usage_pm_of[inuse]
+        self.g_order[row] = 0
+
+    def give_back_slot(self, int row, int k):
+        cdef int inuse = self.remove[self.g_inuse[row], k]
+        cdef int idle_after = self.add[self.g_idle[row], k]
+        self.g_inuse[row] = inuse
+        self.g_usage[row] = self.usage_pm_of[inuse]
+        if idle_after >= 0:
+            self.g_idle[row] = idle_after
+        return idle_after >= 0
+
+    def add_share(self, int row, int sign, int64_t mem, int64_t cores):
+        cdef int64_t slots = self.g_slots[row] + sign
+        cdef int64_t used_mem = self.g_used_mem[row] + sign * mem
+        cdef int64_t used_cores = self.g_used_cores[row] + sign * cores
+        cdef int64_t split = self.g_split[row]
+        cdef int64_t total_mem = self.g_mem[row]
+        cdef int64_t total_cores = self.g_cores[row]
+        self.g_slots[row] = <uint16_t>slots
+        self.g_used_mem[row] = <int32_t>used_mem
+        self.g_used_cores[row] = <uint16_t>used_cores
+        self.g_usage[row] = <uint16_t>self.usage_pm(row, 0, used_mem)
+        self.g_order[row] = <int32_t>(slots * 1000 // (split if split > 1 else 1)
+                                      + used_mem * 1000 // (total_mem if total_mem > 1 else 1)
+                                      + used_cores * 1000 // (total_cores if total_cores > 1 else 1))
+
     # -- entry points ------------------------------------------------------------------
     def fit_score(self, rq, int32_t[::1] nodes, uint8_t[::1] out_code, uint32_t[::1] out_reason,
                   int32_t[::1] out_score):
         """Per node: code 0 fits, 1 unschedulable, 2 unresolvable, reason bits, score 0..100."""
-        cdef ReqView view = ReqView(rq)
+        cdef ReqView view = _view(rq)
         cdef Py_ssize_t j
+        cdef int node
+        cdef int64_t version
         cdef Plan p
+        st = self._keep[0]
+        memo = rq.memo(st.nodes, st.epoch)
+        cdef int64_t[::1] memo_ver = memo[0]
+        cdef uint8_t[::1] memo_code = memo[1]
+        cdef uint32_t[::1] memo_reason = memo[2]
+        cdef int32_t[::1] memo_score = memo[3]
         with nogil:
             for j in range(nodes.shape[0]):
+                node = nodes[j]
+                version = self.n_version[node]
+                if memo_ver[node] == version:  # the node has not changed since it was planned
+                    out_code[j] = memo_code[node]
+                    out_reason[j] = memo_reason[node]
+                    out_score[j] = memo_score[node]
+                    continue
                 if view.req.single:
-                    p = self.plan_single(&view.req, nodes[j])
+                    p = self.plan_single(&view.req, node)
                 else:
-                    p = self.plan_node(&view.req, nodes[j], True, NULL, NULL, 0)
+                    p = self.plan_node(&view.req, node, True, NULL, NULL, 0)
                 if not p.ok:
                     out_code[j] = 1 if p.reasons & RESOLVABLE_BITS else 2
                     out_reason[j] = p.reasons
@@ -825,22 +900,43 @@ cdef class Kernels:
                     out_code[j] = 0
                     out_reason[j] = 0
                     out_score[j] = <int32_t>self.score(&view.req, p.cost, p.pack, p.on_core)
+                memo_code[node] = out_code[j]
+                memo_reason[node] = out_reason[j]
+                memo_score[node] = out_score[j]
+                memo_ver[node] = version
 
     def plan(self, rq, int node, bint use_idle, list picks):
         """Plan the whole request on one node; see reference.Kernels.plan."""
-        cdef ReqView view = ReqView(rq)
+        cdef ReqView view = _view(rq)
         cdef int total = 0, n_picks = 0, i
         cdef Plan p
+        cdef int32_t small[64 * 5]
+        cdef int32_t* buf = small
         for i in range(view.count.shape[0]):
             total += view.count[i]
-        cdef int32_t[::1] buf = np.zeros(max(total, 1) * 5, np.int32)
         if picks is None:
             p = self.plan_node(&view.req, node, use_idle, NULL, NULL, 0)
         else:
-            p = self.plan_node(&view.req, node, use_idle, &buf[0], &n_picks, total)
-            for i in range(n_picks):
-                picks.append((buf[i * 5], buf[i * 5 + 1], buf[i * 5 + 2], buf[i * 5 + 3], buf[i * 5 + 4]))
+            if total > 64:
+                buf = <int32_t*>malloc(total * 5 * sizeof(int32_t))
+                if buf == NULL:
+                    raise MemoryError()
+            try:
+                p = self.plan_node(&view.req, node, use_idle, buf, &n_picks, total)
+                for i in range(n_picks):
+                    picks.append((buf[i * 5], buf[i * 5 + 1], buf[i * 5 + 2], buf[i * 5 + 3], buf[i * 5 + 4]))
+            finally:
+                if buf != small:
+                    free(buf)
         return bool(p.ok), int(p.reasons), int(p.cost), int(p.pack), bool(p.on_core)
+
+
+cdef ReqView _view(rq):
+    """The request's C view, made once per RequestArrays (they never change once built)."""
+    view = rq.view
+    if view is None:
+        view = rq.view = ReqView(rq)
+    return <ReqView>view
 
 
 cdef class ReqView:

@@ -46,6 +46,31 @@ log = logging.getLogger(__name__)
 EMPTY_NODE = 0  # node id 0 has no GPUs: unknown names map to it
 
 
+class _Mutation:
+    """``with engine._mutation:`` — the engine lock, and on the way out the nodes whose rows
+    changed get a new version (after every write, so a lock-free reader that raced the
+    change never files a stale result under the new version)."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __enter__(self) -> None:
+        self.engine._lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        engine = self.engine
+        try:
+            if engine._dirty:
+                versions = engine.state.n_version
+                for node in engine._dirty:
+                    versions[node] += 1
+                engine._dirty.clear()
+        finally:
+            engine._lock.release()
+
+
 @dataclass
 class _Held:
     """A pod's reservation: the picks as applied."""
@@ -86,11 +111,14 @@ class Engine:
         self._kernel_module = kernels
         self._kernels = None
         self._lock = threading.RLock()
+        self._mutation = _Mutation(self)
+        self._dirty: set[int] = set()  # nodes changed under the current mutation
         self._node_ids: dict[str, int] = {}
         self._node_names: list[str] = [""]
         self.state.nodes = 1  # EMPTY_NODE
         self._rows: dict[str, int] = {}  # gpu uuid -> row
         self._row_spec: list[GpuSpec | None] = []
+        self._row_node: list[int] = []  # row -> node id (g_node as a list: no numpy scalar per pick)
         self._types: list[str] = []
         self._type_ids: dict[str, int] = {}
         self._held: dict[str, _Held] = {}
@@ -141,7 +169,7 @@ class Engine:
         if len(gpus) > S.MAX_NODE_GPUS:
             raise ValueError(f"node {name}: {len(gpus)} GPUs; at most {S.MAX_NODE_GPUS} are supported a node")
         resolved = [self._resolve_gpu(name, g) for g in gpus]
-        with self._lock:
+        with self._mutation:
             for g in gpus:
                 row = self._rows.get(g.uuid)
                 if row is not None and self._node_names[int(self.state.g_node[row])] != name:
@@ -156,6 +184,7 @@ class Engine:
                 st.nodes += 1
                 self._node_ids[name] = node
                 self._node_names.append(name)
+            self._dirty.add(node)
             old_first, old_count = int(st.n_first[node]), int(st.n_count[node])
             old_rows = {self._row_spec[r].uuid: r for r in range(old_first, old_first + old_count)
                         if self._row_spec[r] is not None}
@@ -172,6 +201,7 @@ class Engine:
             first = st.rows
             st.rows += len(gpus)
             self._row_spec.extend([None] * len(gpus))
+            self._row_node.extend([node] * len(gpus))
             for i, (g, m) in enumerate(zip(gpus, resolved, strict=True)):
                 row = first + i
                 prev = old_rows.pop(g.uuid, None)
@@ -231,12 +261,14 @@ class Engine:
             st.g_slots[row] = st.g_used_mem[row] = st.g_used_cores[row] = 0
         self._rows[g.uuid] = row
         self._row_spec[row] = g
+        self._row_node[row] = node
         self._touch(row)
 
     def _touch(self, row: int) -> None:
         """Recompute a GPU's derived columns after its usage changed (same formulas as the
         reference kernels' ``_usage_pm`` and ``_core_order``)."""
         st = self.state
+        self._dirty.add(self._row_node[row])
         if st.g_kind[row] == S.MIG:
             m = int(st.g_model[row])
             st.g_usage[row] = int(self.tables.used_compute[int(st.g_inuse[row])]) * 1000 // int(
@@ -272,11 +304,12 @@ class Engine:
 
     def remove_node(self, name: str) -> None:
         """Forget a node's GPUs. Reservations on it stay until released (release is safe)."""
-        with self._lock:
+        with self._mutation:
             node = self._node_ids.pop(name, None)
             if node is None:
                 return
             st = self.state
+            self._dirty.add(node)
             first, count = int(st.n_first[node]), int(st.n_count[node])
             for r in range(first, first + count):
                 st.g_kind[r] = S.DEAD
@@ -284,8 +317,9 @@ class Engine:
             st.n_count[node] = 0
 
     def set_health(self, gpu_uuid: str, ok: bool) -> None:
-        with self._lock:
+        with self._mutation:
             row = self._row(gpu_uuid)
+            self._dirty.add(int(self.state.g_node[row]))
             if ok:
                 self.state.g_flags[row] &= ~np.uint8(S.UNHEALTHY)
             else:
@@ -294,11 +328,12 @@ class Engine:
     def set_cordoned(self, node: str, gpu_uuids: Iterable[str]) -> None:
         """hami.io/device-cordon: exactly these GPUs of the node are skipped."""
         cordoned = set(gpu_uuids)
-        with self._lock:
+        with self._mutation:
             node_id = self._node_ids.get(node)
             if node_id is None:
                 return
             st = self.state
+            self._dirty.add(node_id)
             for r in range(int(st.n_first[node_id]), int(st.n_first[node_id] + st.n_count[node_id])):
                 spec = self._row_spec[r]
                 if spec is not None and spec.uuid in cordoned:
@@ -314,37 +349,42 @@ class Engine:
 
     # -- realised instances ------------------------------------------------------------
     def set_realised(self, node: str, instances: Sequence[RealisedInstance]) -> list[Conflict]:
-        """Fold the agent's report of existing MIG instances into the node's layouts."""
+        """Fold the agent's report of existing MIG instances into the node's layouts.
+
+        Costs O(instances on the node): the node's rows are read once, and reservations are
+        found through the per-row index."""
         conflicts: list[Conflict] = []
-        with self._lock:
+        with self._mutation:
             node_id = self._node_ids.get(node)
             if node_id is None:
                 return [Conflict(None, i.gpu_uuid, f"node {node} is not registered") for i in instances]
             st = self.state
+            first, count = int(st.n_first[node_id]), int(st.n_count[node_id])
+            kinds = st.g_kind[first:first + count].tolist()
+            models = st.g_model[first:first + count].tolist()
+            rows = self._rows
             by_row: dict[int, list[RealisedInstance]] = {}
             for inst in instances:
-                row = self._rows.get(inst.gpu_uuid)
-                if row is None or int(st.g_node[row]) != node_id or st.g_kind[row] != S.MIG:
+                row = rows.get(inst.gpu_uuid)
+                if row is None or not first <= row < first + count or kinds[row - first] != S.MIG:
                     conflicts.append(Conflict(inst.pod_uid, inst.gpu_uuid, "not a MIG GPU of this node"))
                     continue
                 by_row.setdefault(row, []).append(inst)
-            first, count = int(st.n_first[node_id]), int(st.n_count[node_id])
-            for row in range(first, first + count):
-                if st.g_kind[row] == S.MIG:
-                    conflicts += self._fold_row(row, by_row.get(row, []))
+            for i in range(count):
+                if kinds[i] == S.MIG:
+                    conflicts += self._fold_row(first + i, models[i], by_row.get(first + i, ()))
         return conflicts
 
-    def _fold_row(self, row: int, instances: list[RealisedInstance]) -> list[Conflict]:
-        st, tb = self.state, self.tables
-        m = int(st.g_model[row])
+    def _fold_row(self, row: int, m: int, instances) -> list[Conflict]:
+        tb = self.tables
         t = tb.models[m]
         uuid = self._row_spec[row].uuid
         conflicts = []
         owners = self._owner.get(row, {})
-        reserved = 0
+        reserved = occupied = 0
         for k in owners:
             reserved |= 1 << k
-        occupied = self._occupied(m, reserved)
+            occupied |= t.slot_mask[k]
         pinned: dict[int, RealisedInstance] = {}
         idle: dict[int, RealisedInstance] = {}
         for inst in instances:
@@ -367,21 +407,26 @@ class Engine:
                 continue  # an idle instance in the way of a reservation: it will be destroyed
             occupied |= mask
             (pinned if inst.in_use else idle)[k] = inst
-        inuse_set = reserved | sum(1 << k for k in pinned)
-        idle_set = sum(1 << k for k in idle)
-        if inuse_set not in t.index or idle_set not in t.index or (inuse_set | idle_set) not in t.index:
+        inuse_set = reserved
+        for k in pinned:
+            inuse_set |= 1 << k
+        idle_set = 0
+        for k in idle:
+            idle_set |= 1 << k
+        index = t.index
+        if inuse_set not in index or idle_set not in index or (inuse_set | idle_set) not in index:
             conflicts.append(Conflict(None, uuid, "reported instances break a profile's instance cap"))
             return conflicts
-        st.g_inuse[row] = tb.layout_id(m, inuse_set)
-        st.g_idle[row] = tb.layout_id(m, idle_set)
-        self._touch(row)
+        base = tb.base[m]
+        self.kernels.set_layouts(row, base + index[inuse_set], base + index[idle_set])
+        self._dirty.add(self._row_node[row])
         self._pinned[row] = pinned
         self._idle[row] = idle
         return conflicts
 
     def forget_idle(self, gpu_uuid: str, profile: str, start: int) -> bool:
         """The agent destroyed an idle instance: drop it from the idle layout."""
-        with self._lock:
+        with self._mutation:
             row = self._row(gpu_uuid)
             st, tb = self.state, self.tables
             if st.g_kind[row] != S.MIG:
@@ -392,16 +437,10 @@ class Engine:
             if not int(tb.slotset[idle]) >> k & 1:
                 return False
             st.g_idle[row] = tb.remove[idle, k]
+            self._dirty.add(self._row_node[row])
             self._idle.get(row, {}).pop(k, None)
             return True
 
-    def _occupied(self, m: int, slotset: int) -> int:
-        t = self.tables.models[m]
-        occ = 0
-        for k, mask in enumerate(t.slot_mask):
-            if slotset >> k & 1:
-                occ |= mask
-        return occ
 
     # -- requests ----------------------------------------------------------------------
     def _request_arrays(self, request: Request) -> S.RequestArrays:
@@ -437,6 +476,8 @@ class Engine:
                         -int(rq.ctr_cores[i]), -int(rq.ctr_count[i]), i)
 
             rq.ctr_order[:] = sorted(range(len(ctrs)), key=size)
+        rq.index = [int(x) for x in rq.ctr_index]
+        rq.observe = [(int(rq.ctr_count[i]), rq.ctr_cls[i].tolist()[: len(self._lazy)]) for i in range(len(ctrs))]
         rq.allow_mig = request.mode in (Mode.ANY, Mode.MIG)
         rq.allow_core = request.mode in (Mode.ANY, Mode.HAMI_CORE)
         if request.use_gpu_types or request.nouse_gpu_types:
@@ -477,7 +518,9 @@ class Engine:
         reasons = np.zeros(len(ids), np.uint32)
         scores = np.zeros(len(ids), np.int32)
         if request.wants_gpus:
-            self.kernels.fit_score(self._request_arrays(request), ids, codes, reasons, scores)
+            rq = self._request_arrays(request)
+            with rq.lock:  # the request's memo is filled in place
+                self.kernels.fit_score(rq, ids, codes, reasons, scores)
         return FitResult(ids, codes, reasons), scores
 
     def _checked_ids(self, candidate_ids) -> np.ndarray:
@@ -497,68 +540,58 @@ class Engine:
     # -- decisions ---------------------------------------------------------------------
     def decide_and_reserve(self, pod_uid: str, request: Request, node: str) -> Decision | Rejection:
         """Choose exact devices on ``node`` and reserve them atomically; idempotent per pod."""
-        with self._lock:
+        with self._mutation:
             held = self._held.get(pod_uid)
             if held is not None:
                 if held.node == node:
                     return held.decision
                 self.release(pod_uid)
             node_id = self._node_ids.get(node, EMPTY_NODE)
-            if not request.wants_gpus:
+            rq = self._request_arrays(request)
+            if not rq.n_ctr:  # no container asks for a GPU
                 decision = Decision(pod_uid, node, tuple(() for _ in request.containers))
                 self._held[pod_uid] = _Held(node, decision, [])
                 return decision
-            rq = self._request_arrays(request)
             picks: list[tuple[int, int, int, int, int]] = []
             ok, reasons, _cost, _pack, _core = self.kernels.plan(rq, node_id, True, picks)
             if not ok:
                 code = Code.UNSCHEDULABLE if reasons & RESOLVABLE else Code.UNSCHEDULABLE_AND_UNRESOLVABLE
                 return Rejection(node, code, int(reasons), f"node {node}: {describe(int(reasons))}")
-            picks = [(int(rq.ctr_index[c]), r, k, mem, cores) for c, r, k, mem, cores in picks]
+            index = rq.index
+            picks = [(index[c], r, k, mem, cores) for c, r, k, mem, cores in picks]
             decision = self._apply(pod_uid, node, len(request.containers), picks)
             self._observe(rq)
             return decision
 
     def _apply(self, pod_uid: str, node: str, n_containers: int, picks) -> Decision:
-        st, tb = self.state, self.tables
+        """Reserve the picks (the kernels update the arrays) and build the Decision."""
+        kernels, tb, st = self.kernels, self.tables, self.state
         per_ctr: list[list[Pick]] = [[] for _ in range(n_containers)]
+        owner, row_pods, idle_map, dirty = self._owner, self._row_pods, self._idle, self._dirty
         for c, row, k, mem, cores in picks:
             spec = self._row_spec[row]
+            dirty.add(self._row_node[row])
+            row_pods.setdefault(row, set()).add(pod_uid)
             if k < 0:
-                st.g_slots[row] += 1
-                st.g_used_mem[row] += mem
-                st.g_used_cores[row] += cores
-                self._touch(row)
+                kernels.add_share(row, 1, mem, cores)
                 per_ctr[c].append(CorePick(spec.uuid, mem, cores))
                 continue
-            m = int(st.g_model[row])
-            t = tb.models[m]
+            reused, destroyed = kernels.take_slot(row, k)
+            t = tb.models[int(st.g_model[row])]
+            reuse, destroy = None, ()
+            if reused or destroyed:
+                info = idle_map.setdefault(row, {})
+                if reused:
+                    reuse = info.pop(k, None) or self._synth(spec.uuid, t, k)
+                if destroyed:
+                    destroy = tuple(info.pop(j, None) or self._synth(spec.uuid, t, j)
+                                    for j in range(len(t.slots)) if destroyed >> j & 1)
+            owner.setdefault(row, {})[k] = pod_uid
             p, start = t.slots[k]
-            idle_layout = int(st.g_idle[row])
-            idle_info = self._idle.setdefault(row, {})
-            reuse = None
-            destroy = []
-            for j in range(len(t.slots)):
-                if not int(tb.slotset[idle_layout]) >> j & 1:
-                    continue
-                if j == k:
-                    reuse = idle_info.pop(j, None) or self._synth(spec.uuid, t, j)
-                    idle_layout = int(tb.remove[idle_layout, j])
-                elif t.slot_mask[j] & t.slot_mask[k]:
-                    destroy.append(idle_info.pop(j, None) or self._synth(spec.uuid, t, j))
-                    idle_layout = int(tb.remove[idle_layout, j])
-            st.g_idle[row] = idle_layout
-            after = int(tb.add[int(st.g_inuse[row]), k])
-            assert after >= 0, "kernel picked an illegal slot"
-            st.g_inuse[row] = after
-            self._touch(row)
-            self._owner.setdefault(row, {})[k] = pod_uid
             prof = t.profiles[p]
-            per_ctr[c].append(MigPick(spec.uuid, prof.name, start, prof.memory_slices, reuse, tuple(destroy)))
+            per_ctr[c].append(MigPick(spec.uuid, prof.name, start, prof.memory_slices, reuse, destroy))
         decision = Decision(pod_uid, node, tuple(tuple(d) for d in per_ctr))
         self._held[pod_uid] = _Held(node, decision, list(picks))
-        for _c, row, _k, _mem, _cores in picks:
-            self._row_pods.setdefault(row, set()).add(pod_uid)
         return decision
 
     @staticmethod
@@ -568,59 +601,69 @@ class Engine:
 
     def release(self, pod_uid: str) -> bool:
         """Undo a pod's reservation; idempotent and safe without a prior reserve."""
-        with self._lock:
+        with self._mutation:
             held = self._held.pop(pod_uid, None)
             if held is None:
                 return False
-            st, tb = self.state, self.tables
+            st, kernels = self.state, self.kernels
             for _c, row, k, mem, cores in held.picks:
                 pods = self._row_pods.get(row)
                 if pods is not None:
                     pods.discard(pod_uid)
-                owners = self._owner.get(row, {})
                 if k >= 0:
-                    if owners.get(k) != pod_uid:
+                    owners = self._owner.get(row)
+                    if owners is None or owners.get(k) != pod_uid:
                         continue
                     del owners[k]
                 if self._row_spec[row] is None or st.g_kind[row] == S.DEAD:
                     continue
+                self._dirty.add(self._row_node[row])
                 if k < 0:
-                    st.g_slots[row] -= 1
-                    st.g_used_mem[row] -= mem
-                    st.g_used_cores[row] -= cores
-                    self._touch(row)
-                    continue
-                st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
-                self._touch(row)
-                idle_after = int(tb.add[int(st.g_idle[row]), k])
-                if idle_after >= 0:  # the instance stays on the node, idle, until destroyed
-                    st.g_idle[row] = idle_after
-                    self._idle.setdefault(row, {})[k] = None  # known idle; details come with the next report
+                    kernels.add_share(row, -1, mem, cores)
+                elif kernels.give_back_slot(row, k):
+                    # the instance stays on the node, idle, until destroyed; its details
+                    # come with the agent's next report
+                    self._idle.setdefault(row, {})[k] = None
             return True
 
     def assume(self, pod_uid: str, decision: Decision) -> list[Conflict]:
         """Load a decision recorded in annotations (scheduler start, another replica's bind)."""
-        with self._lock:
-            held = self._held.get(pod_uid)
-            if held is not None:
-                if held.decision == decision:
-                    return []
-                self.release(pod_uid)
-            st, tb = self.state, self.tables
-            picks = []
-            conflicts: list[Conflict] = []
-            for c, pick in decision.picks():
-                row = self._rows.get(pick.gpu_uuid)
-                if row is None:
-                    conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "GPU not registered"))
+        with self._mutation:
+            return self._assume(pod_uid, decision)
+
+    def assume_many(self, decisions: Iterable[tuple[str, Decision]]) -> list[Conflict]:
+        """``assume`` for many pods under one lock (a scheduler's start: every bound pod)."""
+        conflicts: list[Conflict] = []
+        with self._mutation:
+            for pod_uid, decision in decisions:
+                conflicts += self._assume(pod_uid, decision)
+        return conflicts
+
+    def _assume(self, pod_uid: str, decision: Decision) -> list[Conflict]:
+        held = self._held.get(pod_uid)
+        if held is not None:
+            if held.decision == decision:
+                return []
+            self.release(pod_uid)
+        st, tb, kernels = self.state, self.tables, self.kernels
+        rows, owner, row_pods, dirty = self._rows, self._owner, self._row_pods, self._dirty
+        picks = []
+        conflicts: list[Conflict] = []
+        node = ""
+        for c, pick in decision.picks():
+            row = rows.get(pick.gpu_uuid)
+            if row is None:
+                conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "GPU not registered"))
+                continue
+            kind = st.g_kind[row]
+            if isinstance(pick, CorePick):
+                if kind != S.CORE:
+                    conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "a hami-core share on a MIG GPU"))
                     continue
-                if isinstance(pick, CorePick):
-                    if st.g_kind[row] != S.CORE:
-                        conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "a hami-core share on a MIG GPU"))
-                        continue
-                    picks.append((c, row, -1, pick.memory_mib, pick.cores))
-                    continue
-                if st.g_kind[row] != S.MIG:
+                kernels.add_share(row, 1, pick.memory_mib, pick.cores)
+                picks.append((c, row, -1, pick.memory_mib, pick.cores))
+            else:
+                if kind != S.MIG:
                     conflicts.append(Conflict(pod_uid, pick.gpu_uuid, "a MIG instance on a hami-core GPU"))
                     continue
                 m = int(st.g_model[row])
@@ -629,21 +672,32 @@ class Engine:
                 except KeyError as err:
                     conflicts.append(Conflict(pod_uid, pick.gpu_uuid, str(err)))
                     continue
-                pinned = self._pinned.get(row, {})
-                if k in pinned:  # realised before we knew the decision: it is this pod's
+                pinned = self._pinned.get(row)
+                if pinned and k in pinned:  # realised before we knew the decision: it is this pod's
                     pinned.pop(k)
                     st.g_inuse[row] = tb.remove[int(st.g_inuse[row]), k]
                     self._touch(row)
-                if int(tb.add[int(st.g_inuse[row]), k]) < 0:
-                    owner = self._owner.get(row, {}).get(k)
+                try:
+                    _reused, destroyed = kernels.take_slot(row, k)
+                except ValueError:
+                    holder = owner.get(row, {}).get(k)
                     conflicts.append(Conflict(pod_uid, pick.gpu_uuid,
                                               f"{pick.profile}@{pick.start} overlaps instances in use"
-                                              + (f" (pod {owner})" if owner else "")))
+                                              + (f" (pod {holder})" if holder else "")))
                     continue
+                idle = self._idle.get(row)
+                if idle:  # the instance and the idle ones it overlaps are no longer idle
+                    idle.pop(k, None)
+                    for j in range(destroyed.bit_length()):
+                        if destroyed >> j & 1:
+                            idle.pop(j, None)
+                owner.setdefault(row, {})[k] = pod_uid
                 picks.append((c, row, k, 0, 0))
-            self._apply(pod_uid, self._node_names[int(st.g_node[picks[0][1]])] if picks else "",
-                        len(decision.containers), picks)
-            return conflicts
+            dirty.add(self._row_node[row])
+            row_pods.setdefault(row, set()).add(pod_uid)
+            node = node or self._node_names[int(st.g_node[row])]
+        self._held[pod_uid] = _Held(node, decision, picks)
+        return conflicts
 
     def reservation(self, pod_uid: str) -> Decision | None:
         held = self._held.get(pod_uid)
@@ -657,9 +711,8 @@ class Engine:
             return  # only this policy's tables depend on the mix
         step = 1.0 / self.features.histogram_decay
         lazy = self._lazy
-        for i in range(rq.n_ctr):
-            classes = rq.ctr_cls[i].tolist()[: len(lazy)]
-            for _ in range(int(rq.ctr_count[i])):
+        for count, classes in rq.observe:
+            for _ in range(count):
                 self._boost *= step
                 for m, c in enumerate(classes):
                     if c < len(lazy[m]):
@@ -729,6 +782,7 @@ class Engine:
                 has = mask.any(axis=1)
                 dyn.bslot[lo:hi, c] = np.where(has, best, -1)
                 dyn.bcost[lo:hi, c] = np.where(has, cost[rows, best], S.NO_COST)
+        self.state.epoch += 1  # every memoised fit and score used the old costs
 
     # -- introspection -----------------------------------------------------------------
     def gpu_array_bytes(self) -> int:

@@ -358,6 +358,63 @@ class Kernels:
                 picks.append((ci, first + i, -1, memreq, creq))
         return True, 0
 
+    # -- state updates (the engine's reserve and release, per pick) ---------------------
+    def take_slot(self, row: int, k: int) -> tuple[bool, int]:
+        """Slot ``k`` of a MIG GPU goes in use. Returns whether an idle instance sat exactly
+        there (reused) and the bitmask of idle slots overlapping it (to destroy first); both
+        leave the idle layout. Keeps the derived usage columns."""
+        st, tb = self.st, self.tb
+        m = int(st.g_model[row])
+        idle = int(st.g_idle[row])
+        mask = int(tb.slot_mask[m, k])
+        reused, destroyed = False, 0
+        for j in _bits(int(tb.slotset[idle])):
+            if j == k:
+                reused = True
+            elif int(tb.slot_mask[m, j]) & mask:
+                destroyed |= 1 << j
+            else:
+                continue
+            idle = int(tb.remove[idle, j])
+        after = int(tb.add[int(st.g_inuse[row]), k])
+        if after < 0:
+            raise ValueError(f"slot {k} is not free on GPU row {row}")
+        st.g_idle[row] = idle
+        st.g_inuse[row] = after
+        st.g_usage[row] = self._usage_pm(row, after, 0)
+        st.g_order[row] = 0
+        return reused, destroyed
+
+    def set_layouts(self, row: int, inuse: int, idle: int) -> None:
+        """A MIG GPU's layouts as the agent reported them."""
+        st = self.st
+        st.g_inuse[row], st.g_idle[row] = inuse, idle
+        st.g_usage[row] = self._usage_pm(row, inuse, 0)
+        st.g_order[row] = 0
+
+    def give_back_slot(self, row: int, k: int) -> bool:
+        """Slot ``k`` leaves the in-use layout; its instance stays on the node, idle (False
+        when the idle layout cannot hold it: an instance cap)."""
+        st, tb = self.st, self.tb
+        inuse = int(tb.remove[int(st.g_inuse[row]), k])
+        st.g_inuse[row] = inuse
+        st.g_usage[row] = self._usage_pm(row, inuse, 0)
+        idle_after = int(tb.add[int(st.g_idle[row]), k])
+        if idle_after >= 0:
+            st.g_idle[row] = idle_after
+        return idle_after >= 0
+
+    def add_share(self, row: int, sign: int, mem: int, cores: int) -> None:
+        """A hami-core share comes (sign 1) or goes (sign -1); keeps the derived columns."""
+        st = self.st
+        slots = int(st.g_slots[row]) + sign
+        used_mem = int(st.g_used_mem[row]) + sign * mem
+        used_cores = int(st.g_used_cores[row]) + sign * cores
+        st.g_slots[row], st.g_used_mem[row], st.g_used_cores[row] = slots, used_mem, used_cores
+        st.g_usage[row] = self._usage_pm(row, 0, used_mem)
+        st.g_order[row] = (slots * 1000 // max(int(st.g_split[row]), 1) + used_mem * 1000 // max(int(st.g_mem[row]), 1)
+                           + used_cores * 1000 // max(int(st.g_cores[row]), 1))
+
     # -- many nodes --------------------------------------------------------------------
     def fit_score(self, rq: S.RequestArrays, nodes, out_code, out_reason, out_score) -> None:
         """Per node: code 0 fits / 1 unschedulable / 2 unresolvable, reason bits, score 0..100."""

@@ -6,6 +6,8 @@ arrays; only ``engine.py`` writes them. A node's GPUs occupy a contiguous block 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from hami._core.tables import MAX_PROFILES, MAX_SLOTS, PolicyTables
@@ -55,7 +57,13 @@ GPU_FIELDS = {
     "g_order": np.int32,  # hami-core GPU order score: tasks ‰ + memory ‰ + cores ‰
 }
 
-NODE_FIELDS = {"n_first": np.int32, "n_count": np.int32}
+NODE_FIELDS = {
+    "n_first": np.int32,
+    "n_count": np.int32,
+    # bumped by the engine after any change to the node's rows: memoised per-request
+    # results (RequestArrays.memo) are valid while it holds
+    "n_version": np.int64,
+}
 
 
 def bytes_per_gpu() -> int:
@@ -68,6 +76,7 @@ class State:
     def __init__(self, gpu_capacity: int = 64, node_capacity: int = 16) -> None:
         self.rows = 0
         self.nodes = 0
+        self.epoch = 0  # bumped when the policy's cost tables are recomputed
         for name, dtype in GPU_FIELDS.items():
             setattr(self, name, np.zeros(gpu_capacity, dtype))
         for name, dtype in NODE_FIELDS.items():
@@ -126,6 +135,24 @@ class RequestArrays:
         self.allow_core = True
         self.gpu_binpack = True
         self.node_binpack = True
+        self.lock = threading.Lock()
+        self._memo: tuple | None = None
+        self.view = None  # the compiled kernels' C view of these arrays, made on first use
+        self.index: list[int] = []  # ctr_index as a list (mapping picks back to containers)
+        self.observe: list[tuple[int, list[int]]] = []  # (count, classes) per container, for the mix
+
+    def memo(self, n_nodes: int, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per node: the version its cached (code, reason, score) was computed at (-1: none).
+
+        A filter touches every node, but between two filters only the nodes a bind or an
+        agent report changed need planning again; the rest answer from here. Reset when the
+        cost tables change (``epoch``) or the cluster outgrew the arrays."""
+        memo = self._memo
+        if memo is None or memo[0] != epoch or len(memo[1]) < n_nodes:
+            size = max(n_nodes, 16)
+            memo = self._memo = (epoch, np.full(size, -1, np.int64), np.zeros(size, np.uint8),
+                                 np.zeros(size, np.uint32), np.zeros(size, np.int32))
+        return memo[1], memo[2], memo[3], memo[4]
 
 
 assert MAX_SLOTS <= 32 and MAX_PROFILES <= 8

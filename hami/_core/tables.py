@@ -72,6 +72,7 @@ class ModelTables:
     index: dict[int, int] = field(default_factory=dict)  # slot-set -> layout id
     geometries: list[dict[int, int]] = field(default_factory=list)  # profile index -> count
     realisations: list[list[int]] = field(default_factory=list)  # per geometry: slot-sets
+    slot_cache: dict[tuple[str, int], int] = field(default_factory=dict)  # (profile, start) -> slot
 
     @property
     def n_layouts(self) -> int:
@@ -82,6 +83,14 @@ class ModelTables:
         return next(i for i, p in enumerate(self.profiles) if p.name == base.name)
 
     def slot_of(self, profile: str, start: int) -> int:
+        """The slot of (profile, start); any name of a shape works (``+me`` maps to its base).
+        Cached: agent reports and restarts look up thousands of instances."""
+        k = self.slot_cache.get((profile, start))
+        if k is None:
+            k = self.slot_cache[(profile, start)] = self._slot_of(profile, start)
+        return k
+
+    def _slot_of(self, profile: str, start: int) -> int:
         p = self.profile_index(profile)
         try:
             return self.slots.index((p, start))
@@ -203,6 +212,7 @@ class PolicyTables:
         self.config = config
         self.policy = policy
         self.models: list[ModelTables] = []
+        self.base: list[int] = []  # first global layout id per model (offset, as a list)
         self.offset = np.zeros(0, np.int32)
         self.layout_model = np.zeros(0, np.int16)
         for name, (dtype, shape, fill) in _ARRAY_SPECS.items():
@@ -230,6 +240,7 @@ class PolicyTables:
         base = self.n_layouts
         m = len(self.models)
         self.models.append(t)
+        self.base.append(base)
         self.offset = np.append(self.offset, np.int32(base))
         self.layout_model = np.append(self.layout_model, np.full(t.n_layouts, m, np.int16))
         for name, (_dtype, _shape, _fill) in _ARRAY_SPECS.items():

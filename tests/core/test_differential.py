@@ -56,6 +56,10 @@ operations = st.lists(
         st.tuples(st.just("decide"), st.integers(0, 3), requests()),
         st.tuples(st.just("release"), st.integers(0, 30)),
         st.tuples(st.just("realise"), st.integers(0, 3), st.integers(0, 2**16)),
+        st.tuples(st.just("adopt"), st.integers(0, 15), st.integers(0, 10**6)),
+        st.tuples(st.just("cordon"), st.integers(0, 3), st.integers(0, 15)),
+        st.tuples(st.just("forget"), st.integers(0, 15), st.integers(0, 7)),
+        st.tuples(st.just("reshape"), st.integers(0, 3), st.booleans()),
         st.tuples(st.just("health"), st.integers(0, 15), st.booleans()),
         st.tuples(st.just("fits"), requests()),
     ),
@@ -74,7 +78,11 @@ def check_invariants(engine):
             union = int(tb.slotset[inuse]) | int(tb.slotset[idle])
             assert union in tb.models[m].index, "realised layout breaks an instance cap"
             if engine.policy_name in ("fragmentation-aware", "first-fit", "best-fit", "static", "hami-legacy"):
-                assert int(tb.geo_ok[inuse]) != 0, "in-use instances left every allowed geometry"
+                # placements keep a GPU inside an allowed geometry; only instances the agent
+                # found there (adopted, placed by HAMi or by hand) may lie outside every one
+                adopted = sum(1 << k for k in engine._pinned.get(row, {}))
+                if int(tb.geo_ok[inuse]) == 0:
+                    assert int(tb.geo_ok[tb.layout_id(m, adopted)]) == 0, "placements left every geometry"
         if st_.g_kind[row] != S.DEAD:  # the derived columns equal their formulas
             kernels = engine.kernels if engine.implementation == "reference" else None
             if kernels is not None:
@@ -89,6 +97,26 @@ def check_invariants(engine):
             assert st_.g_slots[row] <= st_.g_split[row]
             assert st_.g_used_mem[row] <= st_.g_mem[row]
             assert st_.g_used_cores[row] <= st_.g_cores[row]
+
+
+def adoption(engine, cluster, gpu_pick, layout_pick):
+    """A node report: one MIG GPU holds busy instances at a legal layout of its model."""
+    mig = [(name, g) for name, gpus in cluster for g in gpus if g.mode == GpuMode.MIG]
+    if not mig:
+        return cluster[0][0], []
+    node, gpu = mig[gpu_pick % len(mig)]
+    snap = engine.snapshot()
+    t = engine.tables.models[int(engine.state.g_model[engine._rows[gpu.uuid]])]
+    slotset = t.layouts[layout_pick % t.n_layouts]
+    report = [RealisedInstance(gpu.uuid, t.profiles[t.slots[k][0]].name, t.slots[k][1], in_use=True,
+                               pod_uid=f"adopted-{k}") for k in range(len(t.slots)) if slotset >> k & 1]
+    for _name, gpus in cluster:
+        if _name != node:
+            continue
+        for g in gpus:
+            for profile, start in snap.get(g.uuid, {}).get("idle", []):
+                report.append(RealisedInstance(g.uuid, profile, start, in_use=False))
+    return node, report
 
 
 def usage(engine):
@@ -139,9 +167,34 @@ def test_compiled_and_reference_agree(cluster, ops, policy):
                                 report.append(RealisedInstance(g.uuid, profile, start, in_use=False))
                             bit += 1
                 results.append(engine.set_realised(node, report))
+            elif op[0] == "adopt":
+                # the agent reports busy instances it found (any legal layout, often outside
+                # every allowed geometry) on one GPU, plus the idle ones it still has
+                results.append(engine.set_realised(*adoption(engine, cluster, op[1], op[2])))
+            elif op[0] == "cordon":
+                name, gpus = cluster[op[1] % len(cluster)]
+                engine.set_cordoned(name, [g.uuid for i, g in enumerate(gpus) if op[2] >> i & 1])
+                results.append(None)
+            elif op[0] == "forget":  # the agent destroyed one idle instance
+                all_gpus = [g.uuid for _n, gs in cluster for g in gs] or ["none"]
+                uuid = all_gpus[op[1] % len(all_gpus)]
+                idle = engine.snapshot().get(uuid, {}).get("idle", [])
+                results.append(engine.forget_idle(uuid, *idle[op[2] % len(idle)]) if idle else None)
+            elif op[0] == "reshape":  # a node's GPU list changes (one GPU replaced), or it leaves
+                index = op[1] % len(cluster)
+                name, gpus = cluster[index]
+                if op[2] or len(gpus) <= 1:
+                    engine.remove_node(name)
+                    results.append(None)
+                else:
+                    replaced = [*gpus[:-1], GpuSpec(gpus[-1].uuid + "-r", gpus[-1].type, gpus[-1].mode,
+                                                    gpus[-1].memory_mib, gpus[-1].split_count, index=gpus[-1].index)]
+                    engine.upsert_node(name, replaced)
+                    results.append(None)
             elif op[0] == "health":
                 all_gpus = [g.uuid for _n, gs in cluster for g in gs]
-                engine.set_health(all_gpus[op[1] % len(all_gpus)], op[2])
+                if all_gpus:
+                    engine.set_health(all_gpus[op[1] % len(all_gpus)], op[2])
                 results.append(None)
             else:
                 ids = engine.node_ids([*names, "unknown-node"])
@@ -149,21 +202,39 @@ def test_compiled_and_reference_agree(cluster, ops, policy):
                 results.append((fit.codes.tolist(), fit.reasons.tolist(), scores.tolist()))
                 # fits says yes exactly where a decision succeeds (checked on the reference only)
             check_invariants(engine)
+        if op[0] == "reshape":
+            index = op[1] % len(cluster)
+            name, gpus = cluster[index]
+            if op[2] or len(gpus) <= 1:
+                cluster = [*cluster[:index], (name, []), *cluster[index + 1:]]
+            else:
+                last = gpus[-1]
+                cluster = [*cluster[:index], (name, [*gpus[:-1], GpuSpec(last.uuid + "-r", last.type, last.mode,
+                                                                      last.memory_mib, last.split_count,
+                                                                      index=last.index)]),
+                           *cluster[index + 1:]]
         assert results[0] == results[1], f"step {step} {op[0]}: {results[0]!r} != {results[1]!r}"
         assert engines[0].snapshot() == engines[1].snapshot()
         if op[0] == "decide" and hasattr(results[0], "containers"):
             pods.append(f"pod-{step}")
 
 
-@given(cluster=clusters(), request=requests(), policy=st.sampled_from(POLICIES))
-def test_fits_agrees_with_decide(cluster, request, policy):
-    engine = ReferenceEngine(policy=policy)
+@given(cluster=clusters(), warm=st.lists(requests(), max_size=6), release=st.integers(0, 2**6),
+       adopt=st.tuples(st.integers(0, 15), st.integers(0, 10**6)), request=requests(),
+       policy=st.sampled_from(POLICIES), compiled=st.booleans())
+def test_fits_agrees_with_decide(cluster, warm, release, adopt, request, policy, compiled):
+    """fits says yes exactly where a decision succeeds, with idle instances (released pods),
+    adopted out-of-geometry layouts and multi-container pods, under every policy."""
+    engine = Engine(policy=policy) if compiled else ReferenceEngine(policy=policy)
     for name, gpus in cluster:
         engine.upsert_node(name, gpus)
     names = [name for name, _ in cluster]
-    # some load first, so layouts are not all empty
-    for i, name in enumerate(names):
-        engine.decide_and_reserve(f"warm-{i}", Request((ContainerRequest("w", 0, False, 1, 10240),)), name)
+    engine.set_realised(*adoption(engine, cluster, *adopt))
+    for i, r in enumerate(warm):
+        engine.decide_and_reserve(f"warm-{i}", r, names[i % len(names)])
+    for i in range(len(warm)):
+        if release >> i & 1:
+            engine.release(f"warm-{i}")  # their MIG instances stay, idle
     fit = engine.fits(request, engine.node_ids(names))
     for j, name in enumerate(names):
         out = engine.decide_and_reserve("probe", request, name)
