@@ -98,6 +98,8 @@ cdef struct Search:
     int* inuse
     int* idle
     int* devices  # container per device, largest first
+    int64_t* need_c  # least compute slices the devices from d on take (n_dev + 1 entries)
+    int64_t* need_m  # least memory slices, likewise
     int n_dev
     int budget
     uint32_t reasons
@@ -154,6 +156,10 @@ cdef class Kernels:
     cdef int64_t[::1] n_version
     cdef int32_t[::1] n_profiles
     cdef int32_t[::1] compute_slices
+    cdef int32_t[::1] memory_slices
+    cdef int64_t[:, ::1] profile_compute
+    cdef int64_t[:, ::1] profile_memory
+    cdef int8_t[::1] used_memory
     cdef uint32_t[:, ::1] slot_mask
     cdef int8_t[:, ::1] slot_compute
     cdef int16_t[:, ::1] slot_rank
@@ -194,6 +200,10 @@ cdef class Kernels:
         self.n_version = st.n_version
         self.n_profiles = tb.n_profiles
         self.compute_slices = tb.compute_slices
+        self.memory_slices = tb.memory_slices
+        self.profile_compute = tb.profile_compute
+        self.profile_memory = tb.profile_memory
+        self.used_memory = tb.used_memory
         self.slot_mask = tb.slot_mask
         self.slot_compute = tb.slot_compute
         self.slot_rank = tb.slot_rank
@@ -437,6 +447,18 @@ cdef class Kernels:
                 return True
         return False
 
+    cdef bint room(self, Search* s, int d) noexcept nogil:
+        cdef int i, r, m
+        cdef int64_t free_c = 0, free_m = 0
+        for i in range(s.count):
+            r = s.first + i
+            if s.elig[i] or self.g_kind[r] != MIG:
+                continue
+            m = self.g_model[r]
+            free_c += self.compute_slices[m] - self.used_compute[s.inuse[i]]
+            free_m += self.memory_slices[m] - self.used_memory[s.inuse[i]]
+        return free_c >= s.need_c[d] and free_m >= s.need_m[d]
+
     cdef bint dfs(self, Search* s, int d, int64_t cost, int64_t* out_cost) noexcept nogil:
         """reference.Kernels._search's dfs, step for step (same visits, same order)."""
         cdef int j, i, r, m, c, k, nc = 0, ci, saved_inuse, saved_idle
@@ -450,6 +472,8 @@ cdef class Kernels:
         if s.budget == 0:
             return False
         s.budget -= 1
+        if not self.room(s, d):
+            return False
         for j in range(d, s.n_dev):
             if (j == d or s.devices[j] != s.devices[j - 1]) and not self.reachable(s, s.devices[j]):
                 return False
@@ -512,15 +536,20 @@ cdef class Kernels:
                      uint32_t* reasons, int32_t* picks, int* n_picks, int max_picks) noexcept nogil:
         """reference.Kernels._search: the pod's MIG devices as one placement problem."""
         cdef Search s
-        cdef int ci, j, n_dev = 0, i, mark
+        cdef int ci, j, n_dev = 0, i, mark, m, c
+        cdef int64_t least_c, least_m
         cdef bint ok, any_mig = False
         for j in range(rq.n_ctr):
             n_dev += rq.ctr_count[j]
         s.devices = <int*>malloc(max(n_dev, 1) * sizeof(int))
         s.buf = <Cand*>malloc(max(n_dev, 1) * max(count, 1) * MAX_SLOTS * sizeof(Cand))
-        if s.devices == NULL or s.buf == NULL:
+        s.need_c = <int64_t*>malloc((n_dev + 1) * sizeof(int64_t))
+        s.need_m = <int64_t*>malloc((n_dev + 1) * sizeof(int64_t))
+        if s.devices == NULL or s.buf == NULL or s.need_c == NULL or s.need_m == NULL:
             free(s.devices)
             free(s.buf)
+            free(s.need_c)
+            free(s.need_m)
             reasons[0] |= R_MIG_NO_PLACEMENT
             return False
         n_dev = 0
@@ -532,6 +561,23 @@ cdef class Kernels:
         for i in range(count):
             if not elig[i] and self.g_kind[first + i] == MIG:
                 any_mig = True
+        s.need_c[n_dev] = 0
+        s.need_m[n_dev] = 0
+        for j in range(n_dev - 1, -1, -1):
+            least_c = 0
+            least_m = 0
+            for i in range(count):
+                if elig[i] or self.g_kind[first + i] != MIG:
+                    continue
+                m = self.g_model[first + i]
+                c = rq.ctr_cls[s.devices[j] * rq.n_models + m]
+                if c < self.n_profiles[m]:
+                    if least_c == 0 or self.profile_compute[m, c] < least_c:
+                        least_c = self.profile_compute[m, c]
+                    if least_m == 0 or self.profile_memory[m, c] < least_m:
+                        least_m = self.profile_memory[m, c]
+            s.need_c[j] = s.need_c[j + 1] + least_c
+            s.need_m[j] = s.need_m[j + 1] + least_m
         s.rq = rq
         s.first = first
         s.count = count
@@ -548,6 +594,8 @@ cdef class Kernels:
         ok = self.dfs(&s, 0, 0, cost)
         free(s.devices)
         free(s.buf)
+        free(s.need_c)
+        free(s.need_m)
         if not ok:
             if n_picks != NULL:
                 n_picks[0] = mark

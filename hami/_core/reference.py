@@ -244,6 +244,27 @@ class Kernels:
         mig = [i for i in live if not elig[i] and st.g_kind[first + i] == S.MIG]
         budget = [S.SEARCH_BUDGET]
         reasons = [0]
+        # the least compute and memory slices each device can take, summed from device d on:
+        # a branch whose GPUs have fewer free slices than that cannot finish
+        need_c, need_m = [0] * (len(devices) + 1), [0] * (len(devices) + 1)
+        for d in range(len(devices) - 1, -1, -1):
+            least_c = least_m = 0
+            for i in mig:
+                m = int(st.g_model[first + i])
+                c = int(rq.ctr_cls[devices[d], m])
+                if c < tb.n_profiles[m]:
+                    pc, pm = int(tb.profile_compute[m, c]), int(tb.profile_memory[m, c])
+                    least_c = pc if least_c == 0 else min(least_c, pc)
+                    least_m = pm if least_m == 0 else min(least_m, pm)
+            need_c[d], need_m[d] = need_c[d + 1] + least_c, need_m[d + 1] + least_m
+
+        def room(d: int) -> bool:
+            free_c = free_m = 0
+            for i in mig:
+                m = int(st.g_model[first + i])
+                free_c += int(tb.compute_slices[m]) - int(tb.used_compute[inuse[i]])
+                free_m += int(tb.memory_slices[m]) - int(tb.used_memory[inuse[i]])
+            return free_c >= need_c[d] and free_m >= need_m[d]
 
         def reachable(ci: int) -> bool:
             for i in mig:
@@ -259,6 +280,8 @@ class Kernels:
             if budget[0] == 0:
                 return None
             budget[0] -= 1
+            if not room(d):
+                return None
             for j in range(d, len(devices)):
                 if (j == d or devices[j] != devices[j - 1]) and not reachable(devices[j]):
                     return None

@@ -181,6 +181,7 @@ _ARRAY_SPECS = {
     "slotset": (np.uint32, (), 0),
     "occupied": (np.uint32, (), 0),
     "used_compute": (np.int8, (), 0),
+    "used_memory": (np.int8, (), 0),  # memory slices covered (popcount of occupied)
     "usage_pm": (np.int16, (), 0),  # used_compute * 1000 // the model's compute slices
     "geo_ok": (np.uint64, (), 0),
 }
@@ -189,11 +190,13 @@ _MODEL_SPECS = {
     "n_slots": (np.int32, (), 0),
     "n_profiles": (np.int32, (), 0),
     "compute_slices": (np.int32, (), 0),
+    "memory_slices": (np.int32, (), 0),
     "slot_profile": (np.int8, (MAX_SLOTS,), -1),
     "slot_compute": (np.int8, (MAX_SLOTS,), 0),
     "slot_mask": (np.uint32, (MAX_SLOTS,), 0),
     "slot_rank": (np.int16, (MAX_SLOTS,), 0),
     "profile_compute": (np.int64, (MAX_PROFILES,), 0),
+    "profile_memory": (np.int64, (MAX_PROFILES,), 0),
 }
 
 
@@ -325,12 +328,14 @@ def _fill_model(pt: PolicyTables, m: int, t: ModelTables, base: int, config, pol
     n_s, n_p = len(t.slots), len(t.profiles)
     pt.n_slots[m], pt.n_profiles[m] = n_s, n_p
     pt.compute_slices[m] = model.mig.compute_slices
+    pt.memory_slices[m] = model.mig.memory_slices
     for k, (p, _start) in enumerate(t.slots):
         pt.slot_profile[m, k] = p
         pt.slot_compute[m, k] = t.profiles[p].compute_slices
         pt.slot_mask[m, k] = t.slot_mask[k]
     for p, prof in enumerate(t.profiles):
         pt.profile_compute[m, p] = prof.compute_slices
+        pt.profile_memory[m, p] = prof.memory_slices
 
     # structural tables
     occupied = []
@@ -343,6 +348,7 @@ def _fill_model(pt: PolicyTables, m: int, t: ModelTables, base: int, config, pol
         occupied.append(occ)
         pt.slotset[g] = s
         pt.occupied[g] = occ
+        pt.used_memory[g] = bin(occ).count("1")
         pt.used_compute[g] = sum(t.profiles[t.slots[k][0]].compute_slices for k in range(n_s) if s >> k & 1)
         pt.usage_pm[g] = int(pt.used_compute[g]) * 1000 // model.mig.compute_slices
     for local, s in enumerate(t.layouts):

@@ -1,9 +1,13 @@
 """The engine's MIG inputs per GPU model: allowed geometries, nominal memory, allowlist, balanced.
 
-Geometry semantics (ARCHITECTURE §4): a GPU's instances must always fit inside at least one
-allowed geometry of its model; a new instance goes where the earliest allowed geometry (in order)
-that can hold the running instances plus the new one puts it. The order of the geometries is
-therefore a preference order, and this module fixes it.
+Geometry semantics (ARCHITECTURE §4): instances the scheduler places keep a GPU inside at least
+one allowed geometry of its model; a new instance goes where the earliest allowed geometry (in
+order) that can hold the running instances plus the new one puts it. The order of the geometries
+is therefore a preference order, and this module fixes it. Geometries guide, they never strand:
+a GPU whose running instances lie inside no allowed geometry (placed by HAMi, by hand, or by
+NVML's automatic placement, which puts the first 1g at start 6 on the 8-slice parts) takes any
+legal free placement next to them and drains back into the geometries as pods end
+(``hami._core.tables``: ``cand`` of such a layout is every legal slot).
 
 Allowed geometries of a model (`allowed_geometries`):
 * the config's `knownMigGeometries`, when it has a rule selecting the model (the first such rule,

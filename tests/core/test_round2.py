@@ -260,3 +260,19 @@ def test_valid_ids_still_work_after_the_check(make_engine):
 def test_engine_is_the_compiled_one_here():
     assert Engine().implementation in ("_kernels", "reference")
     assert S.MAX_NODE_GPUS == 64
+
+
+def test_a_pod_too_big_for_the_nodes_free_slices_is_refused_at_once(make_engine):
+    """Eight GPUs with two free 1g slots each; two containers asking 8 + 9 devices. Every
+    container alone has candidates, so only the capacity bound stops the joint search before
+    it enumerates the ways of placing 16 devices (the twin would take minutes)."""
+    e = make_engine()
+    gpus = mig_node(e, "n", 8)
+    report = []
+    for g in gpus:
+        report += busy(g, *[("1g.10gb", s) for s in range(5)])
+    assert e.set_realised("n", report) == []
+    out = e.decide_and_reserve("p", pod((8, 10240), (9, 10240)), "n")
+    assert isinstance(out, Rejection)
+    ok = e.decide_and_reserve("q", pod((8, 10240), (8, 10240)), "n")
+    assert isinstance(ok, Decision), ok
