@@ -113,6 +113,7 @@ class Engine:
         self._lock = threading.RLock()
         self._mutation = _Mutation(self)
         self._dirty: set[int] = set()  # nodes changed under the current mutation
+        self._synthesised: dict[tuple[str, str, int], RealisedInstance] = {}
         self._node_ids: dict[str, int] = {}
         self._node_names: list[str] = [""]
         self.state.nodes = 1  # EMPTY_NODE
@@ -594,10 +595,15 @@ class Engine:
         self._held[pod_uid] = _Held(node, decision, list(picks))
         return decision
 
-    @staticmethod
-    def _synth(gpu_uuid: str, t, slot: int) -> RealisedInstance:
-        p, start = t.slots[slot]
-        return RealisedInstance(gpu_uuid, t.profiles[p].name, start, in_use=False)
+    def _synth(self, gpu_uuid: str, t, slot: int) -> RealisedInstance:
+        """An idle instance known only by its placement (released by a pod, not reported yet);
+        values, so one per (GPU, model, slot) serves every decision that names it."""
+        key = (gpu_uuid, t.model.key, slot)
+        inst = self._synthesised.get(key)
+        if inst is None:
+            p, start = t.slots[slot]
+            inst = self._synthesised[key] = RealisedInstance(gpu_uuid, t.profiles[p].name, start, in_use=False)
+        return inst
 
     def release(self, pod_uid: str) -> bool:
         """Undo a pod's reservation; idempotent and safe without a prior reserve."""

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 
 class Mode(enum.IntEnum):
@@ -54,6 +54,14 @@ class Request:
     nouse_gpu_uuids: tuple[str, ...] = ()
     node_policy: NodePolicy | None = None  # hami.io/node-scheduler-policy (None: scheduler default)
     gpu_policy: GpuPolicy | None = None  # hami.io/gpu-scheduler-policy (None: scheduler default)
+    # The engine looks a request up by value on every filter, prioritize and bind: hash once.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def wants_gpus(self) -> bool:
