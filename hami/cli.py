@@ -1,5 +1,5 @@
-"""The `hami` command: `hami demo`, `hami simulate` and `hami sim up` today; scheduler, device
-plugin and inspect arrive with their issues."""
+"""The `hami` command: `hami demo`, `hami simulate`, `hami sim up`, `hami scheduler` (extender,
+webhook, metrics) and `hami device-plugin` (the node agent); inspect arrives with its issue."""
 
 from __future__ import annotations
 
@@ -25,8 +25,64 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=0, help="API server port on 127.0.0.1 (default: a free one)")
     up.add_argument("--workdir", default=None, help="folder for the kubeconfig, sockets and state files")
     up.add_argument("--extender-url", default=None, help="scheduler extender URL (default: none)")
+    _device_plugin_parser(sub)
+    from hami.scheduler import app as scheduler_app
+
+    scheduler_app.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _device_plugin_parser(sub) -> None:
+    import os
+
+    dp = sub.add_parser("device-plugin", help="the node agent: kubelet device plugin, registration, MIG realisation")
+    dp.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node (default $NODE_NAME)")
+    dp.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG, else in-cluster)")
+    dp.add_argument("--plugin-dir", default="/var/lib/kubelet/device-plugins", help="kubelet's device-plugin folder")
+    dp.add_argument("--resource-name", default="nvidia.com/gpu", help="extended resource (default nvidia.com/gpu)")
+    dp.add_argument("--socket-name", default="nvidia-gpu.sock", help="our socket's name in --plugin-dir")
+    dp.add_argument("--config-file", default=None,
+                    help="the mounted hami-device-plugin config.json (default: read the ConfigMap)")
+    dp.add_argument("--config-map", default="kube-system/hami-device-plugin",
+                    help="<namespace>/<name> of the node config ConfigMap (default kube-system/hami-device-plugin)")
+    dp.add_argument("--device-config-file", default=None, help="HAMi's device-config.yaml (nvidia: defaults)")
+    dp.add_argument("--hook-path", default=os.environ.get("HOOK_PATH", "/usr/local"),
+                    help="host folder with vgpu/libvgpu.so (default $HOOK_PATH or /usr/local)")
+    dp.add_argument("--metrics-address", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
+    dp.add_argument("--metrics-port", type=int, default=9394, help="their port (default 9394; -1: off)")
+    dp.add_argument("--sync-interval", type=float, default=5.0, help="seconds between reconciliations")
+    dp.add_argument("--idle-destroy-after", type=float, default=600.0,
+                    help="destroy MIG instances idle this many seconds (default 600; 0: only when needed)")
+    dp.add_argument("--nvml-library", default=None, help="libnvidia-ml path (default $HAMI_NVML_LIBRARY)")
+
+
+def _device_plugin(args) -> int:
+    from pathlib import Path
+
+    from hami.deviceplugin.agent import serve
+    from hami.deviceplugin.options import AgentOptions
+
+    if not args.node_name:
+        print("hami device-plugin: no node name: pass --node-name or set NODE_NAME (the downward API's "
+              "spec.nodeName)", file=sys.stderr)
+        return 2
+    namespace, _, name = args.config_map.rpartition("/")
+    if not namespace or not name:
+        print(f"hami device-plugin: --config-map {args.config_map!r} must be <namespace>/<name>", file=sys.stderr)
+        return 2
+    if args.sync_interval <= 0 or args.idle_destroy_after < 0:
+        print("hami device-plugin: --sync-interval must be > 0 and --idle-destroy-after >= 0", file=sys.stderr)
+        return 2
+    options = AgentOptions(
+        node_name=args.node_name, plugin_dir=Path(args.plugin_dir), resource_name=args.resource_name,
+        socket_name=args.socket_name, config_file=Path(args.config_file) if args.config_file else None,
+        config_map=name, config_namespace=namespace,
+        device_config_file=Path(args.device_config_file) if args.device_config_file else None,
+        hook_path=Path(args.hook_path), metrics_address=args.metrics_address,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port, sync_interval=args.sync_interval,
+        idle_destroy_after=args.idle_destroy_after)
+    return serve(options, kubeconfig=args.kubeconfig, nvml_library=args.nvml_library)
 
 
 def _simulate_parser(sub) -> None:
@@ -100,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
+    if args.command == "device-plugin":
+        return _device_plugin(args)
+    if args.command == "scheduler":
+        from hami.scheduler import app as scheduler_app
+
+        logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+        return scheduler_app.run(args)
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "sim":

@@ -155,6 +155,11 @@ class Engine:
         return self._node_names[node_id]
 
     @property
+    def registered_nodes(self) -> int:
+        """How many node names map to ids now (with ``state.nodes``, a key for caches of ``node_ids``)."""
+        return len(self._node_ids)
+
+    @property
     def node_names(self) -> list[str]:
         return [n for n in self._node_names[1:] if n in self._node_ids]
 

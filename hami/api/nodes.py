@@ -5,7 +5,8 @@ Formats (hami-behaviour §1.5 and ARCHITECTURE §3):
 
 - `hami.io/node-nvidia-register`: HAMi v2.8+ JSON, keys in Go struct order with omitempty
   (`id, index, count, devmem, devcore, type, numa, mode, migProfiles, health`; zero, false and
-  empty values are left out), `migProfiles` only on `mode: "mig"` GPUs. The v2.5-v2.7 colon form
+  empty values are left out), `migProfiles` only on `mode: "mig"` GPUs, each profile with HAMi's
+  keys plus ours when set (`computeSlices`, `memorySlices`, `flags`). The v2.5-v2.7 colon form
   `id,count,devmem,devcore,type,numa,health[,index,mode]:` is decoded (7 fields: mode hami-core).
 - `hami.io/node-handshake`: `Reported <Go time.String()>`, `Requesting_<YYYY-MM-DD hh:mm:ss>`,
   `Deleted_<YYYY-MM-DD hh:mm:ss>`.
@@ -62,6 +63,10 @@ class MigProfileInfo:
     core: int
     slice_count: int
     placements: tuple[Placement, ...] = ()
+    # Ours (HAMi ignores unknown keys), so a scheduler can place on a model its catalog lacks:
+    compute_slices: int = 0  # `computeSlices`: the g of 3g.40gb (NVML's sliceCount)
+    memory_slices: int = 0  # `memorySlices`: memory slices one instance spans
+    flags: tuple[str, ...] = ()  # `flags`: "+me", "-me", "+me.all", "+gfx"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -69,20 +74,33 @@ class MigProfileInfo:
         check_int(self.memory_mb, 0, INT32_MAX, "memoryMB")
         check_int(self.core, 0, INT32_MAX, "core")
         check_int(self.slice_count, 0, UINT32_MAX, "sliceCount")
+        check_int(self.compute_slices, 0, UINT32_MAX, "computeSlices")
+        check_int(self.memory_slices, 0, UINT32_MAX, "memorySlices")
         object.__setattr__(self, "placements", tuple(self.placements))
         for placement in self.placements:
             if not isinstance(placement, Placement):
                 raise ValueError(f"placements must be Placement values, got {placement!r}")
+        object.__setattr__(self, "flags", tuple(self.flags))
+        for flag in self.flags:
+            if not isinstance(flag, str) or not flag:
+                raise ValueError(f"flags must be non-empty strings such as '+me', got {flag!r}")
 
     def to_json(self) -> dict[str, Any]:
-        # No omitempty on MigProfile in HAMi: every key is always written.
-        return {
+        # No omitempty on MigProfile in HAMi: every key of HAMi's is always written; ours only when set.
+        out: dict[str, Any] = {
             "name": self.name,
             "memoryMB": self.memory_mb,
             "core": self.core,
             "sliceCount": self.slice_count,
             "placements": [p.to_json() for p in self.placements],
         }
+        if self.compute_slices:
+            out["computeSlices"] = self.compute_slices
+        if self.memory_slices:
+            out["memorySlices"] = self.memory_slices
+        if self.flags:
+            out["flags"] = list(self.flags)
+        return out
 
 
 @dataclass(frozen=True)
@@ -207,6 +225,9 @@ def _decode_register_json(text: str) -> tuple[NodeDevice, ...]:
                     core=p.int("core", 0, INT32_MAX),
                     slice_count=p.int("sliceCount", 0, UINT32_MAX),
                     placements=tuple(placements),
+                    compute_slices=p.int("computeSlices", 0, UINT32_MAX),
+                    memory_slices=p.int("memorySlices", 0, UINT32_MAX),
+                    flags=tuple(_flags(p)),
                 )
             )
         out.append(
@@ -226,6 +247,14 @@ def _decode_register_json(text: str) -> tuple[NodeDevice, ...]:
             )
         )
     return tuple(out)
+
+
+def _flags(fields: Fields) -> list[str]:
+    flags = fields.list("flags")
+    for flag in flags:
+        if not isinstance(flag, str):
+            raise fields.fail(f"'flags' holds {flag!r}; expected strings such as \"+me\"")
+    return flags
 
 
 def _build(cls: Any, fields: Fields, **kwargs: Any) -> Any:

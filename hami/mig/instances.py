@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hami.mig.errors import MigError
 
 
 @dataclass(frozen=True)
@@ -13,7 +17,7 @@ class MigInstance:
 
     gpu_uuid: str
     gpu_index: int
-    profile: str  # the device's profile name, e.g. "3g.40gb"
+    profile: str  # the profile's display name (the driver's, e.g. "3g.40gb"; see ProfileInfo)
     profile_id: int  # the device-specific GPU-instance profile id
     placement: int  # first memory slice
     size: int  # memory slices
@@ -36,8 +40,8 @@ class MigInstance:
 
 @dataclass(frozen=True)
 class Desired:
-    """An instance that should exist: profile name (the device's, or an alias the catalog
-    resolves) at a placement on a GPU."""
+    """An instance that should exist: profile name (the driver's, the catalog's, or an alias
+    with the same compute slices, flags and about the same size) at a placement on a GPU."""
 
     gpu_uuid: str
     profile: str
@@ -46,12 +50,38 @@ class Desired:
 
 @dataclass(frozen=True)
 class Discovery:
-    """What `MigManager.discover` found."""
+    """What `MigManager.discover` found. A GPU NVML could not be read (after retries) is in
+    `unknown`, with its error in `unknown_errors` (same order): its instances are in neither
+    `instances` nor `lost` — a failed call is never a loss; a later discover compares again."""
 
     instances: tuple[MigInstance, ...]
     lost: tuple[MigInstance, ...]  # known before (this manager's memory or `previous`), gone now
     mig_mode_lost: tuple[str, ...]  # GPUs (UUIDs) whose MIG mode was on before and is off now
     mig_enabled: tuple[str, ...]  # GPUs with MIG mode on now
+    unknown: tuple[str, ...] = ()  # GPUs (UUIDs) whose state could not be read
+    unknown_errors: tuple[MigError, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """True when every GPU was read."""
+        return not self.unknown
+
+
+@dataclass(frozen=True)
+class StuckInstance:
+    """An idle, undesired instance NVML refused to destroy (IN_USE with no process listed: another
+    NVML client such as DCGM holds it), or could not destroy; reconcile went on without it."""
+
+    instance: MigInstance
+    error: MigError
+
+
+@dataclass(frozen=True)
+class GpuFailure:
+    """A GPU reconcile could not complete (its own creations were rolled back)."""
+
+    gpu_uuid: str
+    error: MigError
 
 
 @dataclass(frozen=True)
@@ -60,3 +90,9 @@ class ReconcileResult:
     destroyed: tuple[MigInstance, ...]
     kept: tuple[MigInstance, ...]  # desired and already there
     kept_in_use: tuple[MigInstance, ...]  # not desired, but in use: left alone
+    stuck: tuple[StuckInstance, ...] = ()  # not desired, idle, but NVML would not destroy them
+    failed: tuple[GpuFailure, ...] = ()  # GPUs not reconciled (reconcile raises ReconcileError then)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed

@@ -13,11 +13,12 @@ scheduler, the agent, Kubernetes or the simulator. Tests load the simulated libr
 
 Modules: `library` (`Nvml`), `signatures`, `structs` (ctypes mirrors, version words),
 `results`, `errors`, `smoke` (`python -m hami.nvml.smoke`: the read-only GPU smoke check).
+Older drivers: symbol and struct-version fallbacks; MIG management needs `MINIMUM_DRIVER` (R470).
 """
 
 from hami.nvml import errors
 from hami.nvml.errors import NvmlError, Return
-from hami.nvml.library import DEFAULT_LIBRARY, LIBRARY_ENV, Nvml
+from hami.nvml.library import DEFAULT_LIBRARY, LIBRARY_ENV, MINIMUM_DRIVER, Nvml
 from hami.nvml.results import (
     ComputeInstance,
     ComputeInstanceInfo,
@@ -37,6 +38,7 @@ from hami.nvml.results import (
 __all__ = [
     "DEFAULT_LIBRARY",
     "LIBRARY_ENV",
+    "MINIMUM_DRIVER",
     "ComputeInstance",
     "ComputeInstanceInfo",
     "ComputeInstanceProfileInfo",

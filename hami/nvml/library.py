@@ -6,6 +6,11 @@ instance. Every call returning `nvmlReturn_t` goes through one errcheck that rai
 `errors.NvmlError` subclass of the code with NVML's own message. Out-parameters stay inside:
 methods return values, tuples or frozen dataclasses from `results`.
 
+Older drivers: a symbol the library does not export falls back to the older one with the same
+meaning (`signatures.FALLBACKS`), and a versioned struct the driver does not know (v3 profile
+info) falls back to v2 on INVALID_ARGUMENT as well as ARGUMENT_VERSION_MISMATCH. MIG management
+needs `MINIMUM_DRIVER` or newer (docs/nvml.md).
+
     with Nvml.from_environment() as nvml:        # HAMI_NVML_LIBRARY or libnvidia-ml.so.1
         gpu = nvml.device_by_index(0)
         print(nvml.name(gpu), nvml.mig_mode(gpu))
@@ -26,6 +31,11 @@ DEFAULT_LIBRARY = "libnvidia-ml.so.1"
 LIBRARY_ENV = "HAMI_NVML_LIBRARY"
 """Environment variable naming the NVML library to load (a path, or a soname)."""
 
+MINIMUM_DRIVER = "R470"
+"""The oldest driver branch MIG management works on: the first whose NVML reference lists
+nvmlDeviceCreateGpuInstanceWithPlacement and nvmlDeviceGetGpuInstancePossiblePlacements_v2
+(creating an instance at a decided placement has no older equivalent)."""
+
 _NUL = b"\0"
 
 
@@ -41,6 +51,7 @@ class Nvml:
         self._loader = loader
         self._lib: Any = None
         self._functions: dict[str, Any] = {}
+        self._absent: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -68,19 +79,17 @@ class Nvml:
                         ) from exc
         return self._lib
 
-    def _fn(self, name: str) -> Any:
+    def _lookup(self, name: str) -> Any | None:
+        """The typed symbol (argtypes, restype, errcheck), cached; None when the library lacks it."""
         fn = self._functions.get(name)
-        if fn is not None:
+        if fn is not None or name in self._absent:
             return fn
         argtypes, restype = signatures.SIGNATURES[name]
         try:
             fn = getattr(self._library(), name)
         except AttributeError:
-            raise errors.FunctionNotFound(
-                f"{name} is not exported by {self.path} (driver {self._driver_version_or_unknown()}); "
-                "this call needs a newer NVIDIA driver",
-                function=name,
-            ) from None
+            self._absent.add(name)
+            return None
         fn.argtypes = list(argtypes)
         fn.restype = restype
         if restype is signatures.RETURN:
@@ -88,16 +97,47 @@ class Nvml:
         self._functions[name] = fn
         return fn
 
+    def _fn(self, name: str) -> Any:
+        fn = self._lookup(name)
+        if fn is None:
+            raise errors.FunctionNotFound(self._missing(name), function=name)
+        return fn
+
+    def _fn_any(self, name: str) -> tuple[str, Any]:
+        """(the symbol used, the function): `name`, else its older equivalents (FALLBACKS)."""
+        for candidate in (name, *signatures.FALLBACKS.get(name, ())):
+            fn = self._lookup(candidate)
+            if fn is not None:
+                return candidate, fn
+        raise errors.FunctionNotFound(self._missing(name, signatures.FALLBACKS.get(name, ())), function=name)
+
+    def has_function(self, name: str) -> bool:
+        """Whether the loaded library exports `name` (a symbol of `signatures.SIGNATURES`)."""
+        return self._lookup(name) is not None
+
+    def _missing(self, name: str, older: tuple[str, ...] = ()) -> str:
+        nor = f" (nor the older {', '.join(older)})" if older else ""
+        return (
+            f"{name}{nor} is not exported by {self.path} (driver {self._driver_version_or_unknown()}); "
+            f"this call needs a newer NVIDIA driver (MIG management needs {MINIMUM_DRIVER} or newer)"
+        )
+
     def _errcheck(self, result: int, func: Any, args: tuple) -> int:
         if result != 0:
             raise errors.from_code(result, self.error_string(result), function=func.__name__)
         return result
 
     def _driver_version_or_unknown(self) -> str:
+        """For error messages: never raises, never recurses (the version symbol may be missing too)."""
+        fn = self._lookup("nvmlSystemGetDriverVersion")
+        if fn is None:
+            return "unknown"
+        buf = ctypes.create_string_buffer(structs.SYSTEM_DRIVER_VERSION_BUFFER_SIZE)
         try:
-            return self.driver_version()
+            fn(buf, len(buf))
         except errors.NvmlError:
             return "unknown"
+        return _text(buf.raw) or "unknown"
 
     def error_string(self, code: int) -> str:
         """NVML's own text for a return code (nvmlErrorString)."""
@@ -114,7 +154,7 @@ class Nvml:
         if flags:
             self._fn("nvmlInitWithFlags")(flags)
         else:
-            self._fn("nvmlInit_v2")()
+            self._fn_any("nvmlInit_v2")[1]()
 
     def shutdown(self) -> None:
         self._fn("nvmlShutdown")()
@@ -136,12 +176,12 @@ class Nvml:
     def device_count(self) -> int:
         """Physical GPUs (MIG devices are not counted)."""
         n = c_uint()
-        self._fn("nvmlDeviceGetCount_v2")(byref(n))
+        self._fn_any("nvmlDeviceGetCount_v2")[1](byref(n))
         return n.value
 
     def device_by_index(self, index: int) -> results.Device:
         h = structs.Handle()
-        self._fn("nvmlDeviceGetHandleByIndex_v2")(index, byref(h))
+        self._fn_any("nvmlDeviceGetHandleByIndex_v2")[1](index, byref(h))
         return results.Device(h.value or 0)
 
     def devices(self) -> list[results.Device]:
@@ -190,15 +230,17 @@ class Nvml:
         return major.value, minor.value
 
     def compute_running_processes(self, device: results.Device) -> tuple[results.ProcessInfo, ...]:
-        """Compute processes on a GPU (all of them) or on one MIG device."""
-        fn = self._fn("nvmlDeviceGetComputeRunningProcesses_v3")
+        """Compute processes on a GPU (all of them) or on one MIG device. From the unversioned
+        call (drivers before `_v2`) the instance ids are None."""
+        name, fn = self._fn_any("nvmlDeviceGetComputeRunningProcesses_v3")
+        entry = structs.ProcessInfoV1 if name == "nvmlDeviceGetComputeRunningProcesses" else structs.ProcessInfo
         count = c_uint(0)
         for _ in range(4):  # the list can grow between the probe and the read
             try:
                 if count.value == 0:
                     fn(device, byref(count), None)
                     return ()
-                buf = (structs.ProcessInfo * count.value)()
+                buf = (entry * count.value)()
                 fn(device, byref(count), buf)
             except errors.InsufficientSize:
                 count.value = count.value * 2 + 4
@@ -231,16 +273,34 @@ class Nvml:
         self, device: results.Device, profile: int, *, version: int | None = None
     ) -> results.GpuInstanceProfileInfo:
         """Info of profile constant `profile` (NVML_GPU_INSTANCE_PROFILE_*). version None = the
-        newest struct the driver accepts (v3, then v2); 1 = the unversioned call."""
+        newest struct the driver accepts (v3, then v2; the unversioned v1 call, without a name,
+        on a driver without the `V` call); 1 = the unversioned call."""
+        if version is None and not self.has_function("nvmlDeviceGetGpuInstanceProfileInfoV"):
+            version = 1
         return self._gi_profile("nvmlDeviceGetGpuInstanceProfileInfoV", device, profile, version)
 
     def gpu_instance_profile_info_by_id(
         self, device: results.Device, profile_id: int, *, version: int | None = None
     ) -> results.GpuInstanceProfileInfo:
-        """Info of the profile with device-specific id `profile_id` (v2 or v3 struct)."""
+        """Info of the profile with device-specific id `profile_id` (v2 or v3 struct). On a driver
+        without the `ByIdV` call (and version None) the profile constants are walked instead."""
         if version == 1:
             raise ValueError("nvmlDeviceGetGpuInstanceProfileInfoByIdV has no v1 form")
+        if version is None and not self.has_function("nvmlDeviceGetGpuInstanceProfileInfoByIdV"):
+            return self._gi_profile_by_walking(device, profile_id)
         return self._gi_profile("nvmlDeviceGetGpuInstanceProfileInfoByIdV", device, profile_id, version)
+
+    def _gi_profile_by_walking(self, device: results.Device, profile_id: int) -> results.GpuInstanceProfileInfo:
+        for constant in range(structs.GPU_INSTANCE_PROFILE_COUNT):
+            try:
+                info = self.gpu_instance_profile_info(device, constant)
+            except (errors.NotSupported, errors.InvalidArgument):
+                continue
+            if info.id == profile_id:
+                return info
+        raise errors.InvalidArgument(
+            f"no GPU-instance profile has id {profile_id}", function="nvmlDeviceGetGpuInstanceProfileInfoByIdV"
+        )
 
     def _gi_profile(self, symbol: str, device: results.Device, key: int, version: int | None):
         if version == 1:
@@ -251,7 +311,9 @@ class Nvml:
             info = structs.GpuInstanceProfileInfoV3() if v == 3 else structs.GpuInstanceProfileInfoV2()
             try:
                 self._fn(symbol)(device, key, byref(info))
-            except errors.ArgumentVersionMismatch:
+            except (errors.ArgumentVersionMismatch, errors.InvalidArgument):
+                # NVML's header documents INVALID_ARGUMENT for a struct version these calls do not
+                # know (other calls answer ARGUMENT_VERSION_MISMATCH): either way, try v2
                 if version is None and v == 3:
                     continue
                 raise
@@ -262,7 +324,8 @@ class Nvml:
 
     def gpu_instance_profiles(self, device: results.Device) -> dict[int, results.GpuInstanceProfileInfo]:
         """Every profile the device supports, by profile constant (skips NOT_SUPPORTED and
-        INVALID_ARGUMENT, as NVML's enumeration contract says)."""
+        INVALID_ARGUMENT, as NVML's enumeration contract says). A transient error of either code
+        drops a row: the MIG manager reads the table its own way (confirming every denial)."""
         found = {}
         for constant in range(structs.GPU_INSTANCE_PROFILE_COUNT):
             try:
@@ -275,7 +338,7 @@ class Nvml:
         self, device: results.Device, profile_id: int
     ) -> tuple[results.Placement, ...]:
         """Legal placements of a profile (memory slices), answered whether MIG is on or not."""
-        fn = self._fn("nvmlDeviceGetGpuInstancePossiblePlacements_v2")
+        fn = self._fn_any("nvmlDeviceGetGpuInstancePossiblePlacements_v2")[1]
         count = c_uint(0)
         fn(device, profile_id, None, byref(count))
         buf = (structs.GpuInstancePlacement * max(count.value, 1))()
@@ -329,7 +392,10 @@ class Nvml:
     def compute_instance_profile_info(
         self, gpu_instance: results.GpuInstance, profile: int, eng_profile: int = 0, *, version: int | None = None
     ) -> results.ComputeInstanceProfileInfo:
-        """Info of compute-instance profile constant `profile` inside a GPU instance."""
+        """Info of compute-instance profile constant `profile` inside a GPU instance (v3, then v2;
+        the unversioned v1 call on a driver without the `V` call)."""
+        if version is None and not self.has_function("nvmlGpuInstanceGetComputeInstanceProfileInfoV"):
+            version = 1
         if version == 1:
             v1 = structs.ComputeInstanceProfileInfo()
             self._fn("nvmlGpuInstanceGetComputeInstanceProfileInfo")(gpu_instance, profile, eng_profile, byref(v1))
@@ -339,7 +405,7 @@ class Nvml:
             info = structs.ComputeInstanceProfileInfoV3() if v == 3 else structs.ComputeInstanceProfileInfoV2()
             try:
                 fn(gpu_instance, profile, eng_profile, byref(info))
-            except errors.ArgumentVersionMismatch:
+            except (errors.ArgumentVersionMismatch, errors.InvalidArgument):  # as in _gi_profile
                 if version is None and v == 3:
                     continue
                 raise
@@ -386,15 +452,26 @@ class Nvml:
         return results.ComputeInstance(h.value or 0)
 
     def compute_instance_info(self, compute_instance: results.ComputeInstance) -> results.ComputeInstanceInfo:
-        """nvmlComputeInstanceGetInfo_v2: `device` is the MIG device (no scan needed for its UUID)."""
+        """nvmlComputeInstanceGetInfo_v2: `device` is the MIG device (no scan needed for its UUID).
+        The unversioned call of older drivers reports the parent GPU there; the MIG device is then
+        found among the parent's MIG devices by GPU-instance and compute-instance id."""
         i = structs.ComputeInstanceInfo()
-        self._fn("nvmlComputeInstanceGetInfo_v2")(compute_instance, byref(i))
+        name, fn = self._fn_any("nvmlComputeInstanceGetInfo_v2")
+        fn(compute_instance, byref(i))
+        device, gpu_instance = results.Device(i.device or 0), results.GpuInstance(i.gpuInstance or 0)
+        if name != "nvmlComputeInstanceGetInfo_v2":
+            device = self._mig_device_of(device, gpu_instance, i.id)
         return results.ComputeInstanceInfo(
-            results.Device(i.device or 0),
-            results.GpuInstance(i.gpuInstance or 0),
-            i.id,
-            i.profileId,
-            results.Placement(i.placement.start, i.placement.size),
+            device, gpu_instance, i.id, i.profileId, results.Placement(i.placement.start, i.placement.size)
+        )
+
+    def _mig_device_of(self, parent: results.Device, gpu_instance: results.GpuInstance, ci_id: int) -> results.Device:
+        gi_id = self.gpu_instance_info(gpu_instance).id
+        for mig in self.mig_devices(parent):
+            if self.gpu_instance_id(mig) == gi_id and self.compute_instance_id(mig) == ci_id:
+                return mig
+        raise errors.NotFound(
+            f"no MIG device of GPU instance {gi_id} / compute instance {ci_id}", function="nvmlComputeInstanceGetInfo"
         )
 
     def destroy_compute_instance(self, compute_instance: results.ComputeInstance) -> None:
@@ -481,9 +558,11 @@ def _ci_info(info: Any, name: str, caps: int | None, version: int) -> results.Co
     )
 
 
-def _process(p: structs.ProcessInfo) -> results.ProcessInfo:
-    def opt(v: int) -> int | None:
-        return None if v == structs.NO_INSTANCE_ID else v
+def _process(p: structs.ProcessInfo | structs.ProcessInfoV1) -> results.ProcessInfo:
+    def opt(v: int | None) -> int | None:
+        return None if v is None or v == structs.NO_INSTANCE_ID else v
 
     used = None if p.usedGpuMemory == structs.VALUE_NOT_AVAILABLE_ULL else p.usedGpuMemory
-    return results.ProcessInfo(p.pid, used, opt(p.gpuInstanceId), opt(p.computeInstanceId))
+    return results.ProcessInfo(
+        p.pid, used, opt(getattr(p, "gpuInstanceId", None)), opt(getattr(p, "computeInstanceId", None))
+    )

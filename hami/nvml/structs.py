@@ -186,6 +186,12 @@ class ProcessInfo(ctypes.Structure):
     ]
 
 
+class ProcessInfoV1(ctypes.Structure):
+    """nvmlProcessInfo_v1_t, as filled by the unversioned nvmlDeviceGetComputeRunningProcesses."""
+
+    _fields_ = [("pid", c_uint), ("usedGpuMemory", c_ulonglong)]
+
+
 VERSION_GPU_INSTANCE_PROFILE_INFO_V2 = _version(GpuInstanceProfileInfoV2, 2)
 VERSION_GPU_INSTANCE_PROFILE_INFO_V3 = _version(GpuInstanceProfileInfoV3, 3)
 VERSION_COMPUTE_INSTANCE_PROFILE_INFO_V2 = _version(ComputeInstanceProfileInfoV2, 2)

@@ -18,9 +18,12 @@ Each node gets a kubelet (its own short device-plugin directory), a fakenvml sta
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -191,6 +194,43 @@ def fakenvml_attacher(node: SimNode) -> FakeNvmlAttacher:
     return FakeNvmlAttacher(node.state_path)
 
 
+class AgentProcess:
+    """A node agent (`hami device-plugin`) running as its own process, as on a real node: it must
+    be, since the simulated NVML serves one state file per process."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    def stop(self) -> None:
+        """SIGTERM (the agent removes its socket and stops), SIGKILL after 10 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def node_agent(node: SimNode, kubeconfig: Path) -> AgentProcess:
+    """A PluginStarter: our node agent for the node, on its fakenvml state, in the node's mode
+    (a node config file written beside the state), idle instances kept (as the engine assumes)."""
+    from hami.sim import fakenvml
+
+    folder = node.state_path.parent
+    config = folder / "node-config.json"
+    config.write_text(json.dumps({"nodeconfig": [{"name": node.name, "operatingmode": node.spec.mode}]}))
+    env = {**os.environ, fakenvml.STATE_ENV: str(node.state_path), "HAMI_NVML_LIBRARY": str(fakenvml.library_path())}
+    command = [sys.executable, "-m", "hami.cli", "device-plugin", "--node-name", node.name,
+               "--kubeconfig", str(kubeconfig), "--plugin-dir", str(node.plugin_dir), "--config-file", str(config),
+               "--hook-path", str(folder / "hook"), "--metrics-port", "-1", "--idle-destroy-after", "0"]
+    log_path = folder / "agent.log"
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return AgentProcess(process, log_path)
+
+
 def hami_extender(url: str, *, prioritize: bool = True, http_timeout: float = 30.0) -> ExtenderConfig:
     """The extender stanza HAMi's chart generates (reference §1.6), plus our prioritize verb."""
     return ExtenderConfig(url_prefix=url, filter_verb="filter", prioritize_verb="prioritize" if prioritize else "",
@@ -279,12 +319,14 @@ def sim_up(nodes: str, *, workdir: str | Path | None = None, port: int = 0, exte
 
     Returns the exit status: 0 after a clean stop, 2 for an unreadable node spec (message on `err`).
     By default each node gets a fakenvml state file (`fakenvml_state`) and its kubelet attaches
-    container processes through it (`fakenvml_attacher`); `start_plugin` starts device plugins.
+    container processes through it (`fakenvml_attacher`); `start_plugin` starts device plugins
+    (by default our node agent per node, `node_agent`, as a subprocess logging to the node's folder).
     `stop` ends the run from another thread (tests); otherwise it runs until KeyboardInterrupt.
     """
     out, err = out or sys.stdout, err or sys.stderr
     create_state = create_state or fakenvml_state
     attacher = attacher or fakenvml_attacher
+    start_plugin = start_plugin or node_agent
     try:
         specs = parse_nodes(nodes)
     except ClusterSpecError as exc:

@@ -4,11 +4,12 @@ The C library reads the state file named by `HAMI_FAKENVML_STATE` (in the enviro
 process that calls `nvmlInit`) on every NVML call and writes it back atomically when something
 changed, under an exclusive `flock` on `<state>.lock`. This module reads and writes the same
 file under the same lock, for what NVML itself cannot do: create a node from GPU models
-(`hami.devices`), attach and detach processes to MIG devices or whole GPUs, simulate a reboot
+(`hami.devices`), attach and detach processes to MIG devices or whole GPUs, let another NVML
+client hold an instance (destroy answers IN_USE with no process listed), simulate a reboot
 or a driver reload (instances gone; volatile — Hopper and later — MIG mode lost; pending Ampere
-mode applied), reset one GPU, and inject faults (the Nth call of a named NVML function, or of any
-function with `"*"`, returns a chosen code). The format is documented in
-`native/fakenvml/README.md` and `docs/nvml.md`.
+mode applied), reset one GPU, play a driver without the v3 profile-info structs, and inject
+faults (the Nth call of a named NVML function, or of any function with `"*"`, returns a chosen
+code). The format is documented in `native/fakenvml/README.md` and `docs/nvml.md`.
 
 Used by tests and `hami/sim`; production code never imports it.
 """
@@ -104,6 +105,15 @@ class Process:
 
 
 @dataclass
+class Hold:
+    """Another NVML client (DCGM, a leaked handle) holding an instance open: destroying it
+    answers IN_USE although no process is listed. ci = NO_INSTANCE holds the GPU instance."""
+
+    gi: int
+    ci: int
+
+
+@dataclass
 class Gpu:
     uuid: str
     name: str
@@ -125,6 +135,7 @@ class Gpu:
     profiles: list[Profile] = field(default_factory=list)
     gis: list[GpuInstance] = field(default_factory=list)
     procs: list[Process] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +151,7 @@ class NodeState:
     serial: int = 0
     boot: int = 1
     trace: bool = False
+    profile_info_version: int = 3  # newest profile-info struct the driver knows (2: no v3 structs)
     gpus: list[Gpu] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -169,12 +181,14 @@ def parse(text: str) -> NodeState:
                 state.boot = int(rest)
             elif key == "trace":
                 state.trace = bool(int(rest))
+            elif key == "profile_info_version":
+                state.profile_info_version = int(rest)
             elif key == "fault":
                 state.faults.append(Fault(words[0], int(words[1]), int(words[2])))
             elif key == "count":
                 state.counts[words[0]] = int(words[1])
             elif key == "gpu":
-                gpu = {"profiles": [], "gis": [], "procs": []}
+                gpu = {"profiles": [], "gis": [], "procs": [], "holds": []}
             else:
                 raise StateFormatError(f"line {lineno}: unknown top-level key {key!r}")
             continue
@@ -201,6 +215,8 @@ def parse(text: str) -> NodeState:
             owner.cis.append(ComputeInstance(ci_id, pid, start, size, slot, serial, words[7]))
         elif key == "proc":
             gpu["procs"].append(Process(*(int(w) for w in words)))
+        elif key == "hold":
+            gpu["holds"].append(Hold(int(words[0]), int(words[1])))
         else:
             raise StateFormatError(f"line {lineno}: unknown key {key!r} in a gpu block")
     if gpu is not None:
@@ -233,6 +249,7 @@ def _gpu_from(raw: dict) -> Gpu:
         profiles=raw["profiles"],
         gis=raw["gis"],
         procs=raw["procs"],
+        holds=raw["holds"],
     )
 
 
@@ -240,6 +257,7 @@ def render(state: NodeState) -> str:
     """The state file text of `state` (the format the C library reads)."""
     out = ["fakenvml-state 1", f"driver {state.driver}", f"serial {state.serial}", f"boot {state.boot}"]
     out.append(f"trace {int(state.trace)}")
+    out.append(f"profile_info_version {state.profile_info_version}")
     for g in state.gpus:
         out += [
             "gpu",
@@ -269,6 +287,7 @@ def render(state: NodeState) -> str:
                 for ci in gi.cis
             ]
         out += [f"proc {p.pid} {p.gi} {p.ci} {p.used_mib}" for p in g.procs]
+        out += [f"hold {h.gi} {h.ci}" for h in g.holds]
         out.append("end")
     out += [f"fault {f.function} {f.countdown} {f.code}" for f in state.faults]
     out += [f"count {name} {n}" for name, n in sorted(state.counts.items())]
@@ -424,6 +443,36 @@ class FakeNode:
         with self.edit() as state:
             state.gpus[index].procs.append(Process(pid, NO_INSTANCE, NO_INSTANCE, used_mib))
 
+    def hold(self, mig_uuid: str) -> None:
+        """Another NVML client (DCGM, a leaked handle) holds the MIG device `mig_uuid`: destroying
+        its compute or GPU instance answers IN_USE, yet no process is listed on it."""
+        with self.edit() as state:
+            for gpu in state.gpus:
+                for gi in gpu.gis:
+                    for ci in gi.cis:
+                        if ci.uuid == mig_uuid:
+                            gpu.holds.append(Hold(gi.id, ci.id))
+                            return
+            raise KeyError(f"no MIG device {mig_uuid} on this node")
+
+    def hold_gpu_instance(self, index: int, gi_id: int) -> None:
+        """Another client holds GPU instance `gi_id` of GPU `index` (one without compute instance)."""
+        with self.edit() as state:
+            gpu = state.gpus[index]
+            if not any(gi.id == gi_id for gi in gpu.gis):
+                raise KeyError(f"no GPU instance {gi_id} on GPU {index}")
+            gpu.holds.append(Hold(gi_id, NO_INSTANCE))
+
+    def release(self, mig_uuid: str | None = None) -> None:
+        """Drop the holds on `mig_uuid` (every hold on the node when None)."""
+        with self.edit() as state:
+            for gpu in state.gpus:
+                if mig_uuid is None:
+                    gpu.holds.clear()
+                    continue
+                ids = {(gi.id, ci.id) for gi in gpu.gis for ci in gi.cis if ci.uuid == mig_uuid}
+                gpu.holds = [h for h in gpu.holds if (h.gi, h.ci) not in ids]
+
     def detach(self, pid: int) -> None:
         """Detach process `pid` wherever it runs (no error when it is not attached)."""
         with self.edit() as state:
@@ -449,6 +498,14 @@ class FakeNode:
         with self.edit() as state:
             _reset(state.gpus[index], lose_volatile=False)
 
+    def set_profile_info_version(self, version: int) -> None:
+        """The newest profile-info struct the simulated driver knows: 3 (current drivers) or 2 (a
+        driver with the `…ProfileInfoV` calls but not the v3 structs: v3 answers INVALID_ARGUMENT)."""
+        if version not in (2, 3):
+            raise ValueError(f"profile-info struct version must be 2 or 3, not {version}")
+        with self.edit() as state:
+            state.profile_info_version = version
+
     def set_mig_mode(self, index: int, enabled: bool) -> None:
         """Set a GPU's MIG mode directly (test set-up; bypasses NVML's rules)."""
         with self.edit() as state:
@@ -459,13 +516,14 @@ class FakeNode:
 
     # -- faults and tracing ----------------------------------------------------------------
 
-    def inject_fault(self, function: str, code: int, *, nth: int = 1) -> None:
+    def inject_fault(self, function: str, code: int, *, nth: int = 1, times: int = 1) -> None:
         """Make the `nth` next call of `function` (an NVML symbol, or "*" for any call) return
-        `code`. Counting starts now and is shared by every process using this node."""
-        if nth < 1:
-            raise ValueError("nth counts calls from 1")
+        `code`, and the `times - 1` calls after it too (a persistent failure). Counting starts
+        now and is shared by every process using this node."""
+        if nth < 1 or times < 1:
+            raise ValueError("nth counts calls from 1; times is at least 1")
         with self.edit() as state:
-            state.faults.append(Fault(function, nth, int(code)))
+            state.faults.extend(Fault(function, nth + k, int(code)) for k in range(times))
 
     def clear_faults(self) -> None:
         with self.edit() as state:
@@ -496,6 +554,7 @@ class FakeNode:
 def _reset(gpu: Gpu, *, lose_volatile: bool) -> None:
     gpu.gis.clear()
     gpu.procs.clear()
+    gpu.holds.clear()
     if not gpu.mig_capable:
         return
     if lose_volatile and gpu.mig_volatile:

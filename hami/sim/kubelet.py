@@ -18,7 +18,9 @@ What it does, as the real kubelet's device manager does (reference §2.4–2.5):
   `ProcessAttacher`, fakenvml's control interface) and moves the pod to Running;
 - a failed Allocate (or too few devices) fails the pod with reason `UnexpectedAdmissionError`, no
   retry; a pod being deleted is stopped (processes detached, devices freed) and then deleted with
-  grace 0.
+  grace 0;
+- like the real kubelet's node lease controller, it holds the Lease `kube-node-lease/<node>`
+  (owned by its Node, 40 s duration) and renews it every quarter of that (`lease_renew_interval`).
 
 Not modelled: CPU/memory admission, container restarts, probes, topology manager alignment, the
 device checkpoint file (allocations simply survive `restart()` in memory).
@@ -44,8 +46,8 @@ import grpc
 
 from hami.deviceplugin.v1beta1 import api_pb2 as pb
 from hami.deviceplugin.v1beta1 import api_pb2_grpc as pbg
-from hami.sim.apiserver import errors, events
-from hami.sim.apiserver.store import Store, rfc3339
+from hami.sim.apiserver import errors, events, quantities
+from hami.sim.apiserver.store import Store, rfc3339, rfc3339_micro
 from hami.sim.apiserver.watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ KUBELET_SOCKET = "kubelet.sock"
 SUPPORTED_VERSIONS = ("v1beta1",)
 HEALTHY, UNHEALTHY = "Healthy", "Unhealthy"
 KUBELET_VERSION = "v1.31.0-hami-sim"
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_DURATION_SECONDS = 40
 _UUID = re.compile(r"(MIG-[0-9A-Za-z-]+|GPU-[0-9A-Za-z-]+)")
 
 
@@ -129,7 +133,8 @@ class Kubelet:
 
     def __init__(self, node_name: str, store: Store, plugin_dir: str | Path, *,
                  attacher: ProcessAttacher | None = None, labels: dict[str, str] | None = None,
-                 node_ip: str = "10.0.0.1", rpc_timeout: float = 10.0) -> None:
+                 node_ip: str = "10.0.0.1", rpc_timeout: float = 10.0,
+                 lease_renew_interval: float = LEASE_DURATION_SECONDS / 4) -> None:
         self.node_name = node_name
         self.store = store
         self.plugin_dir = Path(plugin_dir)
@@ -137,6 +142,9 @@ class Kubelet:
         self.labels = dict(labels or {})
         self.node_ip = node_ip
         self.rpc_timeout = rpc_timeout
+        self.lease_renew_interval = lease_renew_interval
+        self._lease_stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._endpoints: dict[str, _Endpoint] = {}
         self._pods: dict[str, PodRuntime] = {}  # uid -> runtime
@@ -159,6 +167,11 @@ class Kubelet:
     def start(self) -> Kubelet:
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         self._register_node()
+        self._renew_lease()
+        self._lease_stop.clear()
+        self._lease_thread = threading.Thread(target=self._lease_loop, name=f"kubelet-lease-{self.node_name}",
+                                              daemon=True)
+        self._lease_thread.start()
         self._start_registration()
         self._watcher = self.store.watch("pods", None, field_selector=f"spec.nodeName={self.node_name}")
         self._pod_thread = threading.Thread(target=self._pod_loop, args=(self._watcher,),
@@ -167,6 +180,10 @@ class Kubelet:
         return self
 
     def stop(self) -> None:
+        self._lease_stop.set()
+        if self._lease_thread is not None:
+            self._lease_thread.join(10)
+            self._lease_thread = None
         if self._watcher is not None:
             self._watcher.close()
         if self._pod_thread is not None:
@@ -305,6 +322,32 @@ class Kubelet:
             self.store.patch("nodes", None, self.node_name, {"status": {"conditions": self._node_conditions()}},
                              "application/strategic-merge-patch+json", "status")
 
+    def _lease_loop(self) -> None:
+        while not self._lease_stop.wait(self.lease_renew_interval):
+            self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        """Create or renew the node's Lease, as the kubelet's node lease controller does."""
+        now = rfc3339_micro()
+        try:
+            try:
+                lease = self.store.get("leases", LEASE_NAMESPACE, self.node_name)
+            except errors.StatusError as exc:
+                if exc.code != 404:
+                    raise
+                node = self.store.get("nodes", None, self.node_name)
+                self.store.create("leases", LEASE_NAMESPACE, {
+                    "metadata": {"name": self.node_name, "ownerReferences": [{
+                        "apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": node["metadata"]["uid"]}]},
+                    "spec": {"holderIdentity": self.node_name, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                             "renewTime": now}})
+                return
+            lease["spec"] = {**(lease.get("spec") or {}), "holderIdentity": self.node_name,
+                             "leaseDurationSeconds": LEASE_DURATION_SECONDS, "renewTime": now}
+            self.store.update("leases", LEASE_NAMESPACE, self.node_name, lease)
+        except errors.StatusError as exc:
+            log.info("node lease not renewed node=%s error=%s", self.node_name, exc.message)
+
     def _node_conditions(self) -> list[dict[str, Any]]:
         now = rfc3339()
         return [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready "
@@ -403,8 +446,12 @@ class Kubelet:
             registered = set(self._endpoints)
         out = {}
         for name, value in wanted.items():
-            if name in registered and int(str(value)) > 0:
-                out[name] = int(str(value))
+            try:
+                count = quantities.parse(value).value()
+            except quantities.QuantityError:
+                continue
+            if name in registered and count > 0:
+                out[name] = count
         return out
 
     def _start_container(self, runtime: PodRuntime, container: dict[str, Any], reusable: dict[str, set[str]],

@@ -1,6 +1,10 @@
 """A kube-scheduler stand-in that drives scheduler extenders exactly as kube-scheduler's HTTPExtender does.
 
-Per pending pod whose `schedulerName` is ours (reference §1.3–1.4):
+It runs two profiles, as a cluster has two schedulers: ours (`scheduler_name`, with the
+extenders) and `default-scheduler` (in-tree filters only, no extender), which every cluster
+runs for pods that name no scheduler. Pods naming any other scheduler stay Pending, untouched.
+
+Per pending pod whose `schedulerName` is one of ours (reference §1.3–1.4):
 1. in-tree filters first: node `spec.unschedulable` (unless tolerated), NoSchedule/NoExecute taints
    vs tolerations, `nodeSelector` and required node affinity, and the NodeResourcesFit check for
    extended resources that are not `ignoredByScheduler` (requests of assigned pods vs node
@@ -39,12 +43,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from hami.sim.apiserver import errors, events
+from hami.sim.apiserver import errors, events, quantities
 from hami.sim.apiserver.store import Store, set_condition
 from hami.sim.apiserver.watch import Watcher
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SCHEDULER = "default-scheduler"
 MAX_NODE_SCORE = 100
 MAX_EXTENDER_PRIORITY = 10
 DEFAULT_EXTENDER_TIMEOUT = 5.0
@@ -97,6 +102,7 @@ class SchedulerConfig:
     max_backoff: float = 10.0  # podMaxBackoffSeconds
     max_unschedulable_seconds: float = 300.0  # podMaxInUnschedulablePodsDuration
     seed: int | None = None
+    default_profile: bool = True  # also schedule `default-scheduler` pods (in-tree filters only)
 
     def __post_init__(self) -> None:
         if sum(1 for e in self.extenders if e.bind_verb) > 1:
@@ -118,11 +124,11 @@ def _field(obj: Any, name: str) -> Any:
 
 
 class Extender:
-    """The HTTP client side of one extender."""
+    """The HTTP client side of one extender (one connection per call; the TLS context is made once)."""
 
     def __init__(self, config: ExtenderConfig) -> None:
         self.config = config
-        self._ssl = ssl._create_unverified_context() if config.tls_insecure else None
+        self._ssl = ssl._create_unverified_context() if config.tls_insecure else ssl.create_default_context()
 
     def interested(self, pod: dict[str, Any]) -> bool:
         return self.config.interested(pod)
@@ -260,10 +266,8 @@ def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
         merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
         out = {}
         for name, value in merged.items():
-            try:
-                out[name] = int(str(value))
-            except ValueError:
-                continue  # cpu/memory quantities: not modelled
+            if _is_extended(name):  # cpu/memory: not modelled
+                out[name] = quantity_value(value)
         return out
 
     total: Counter[str] = Counter()
@@ -273,6 +277,14 @@ def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
         for name, value in of(container).items():
             total[name] = max(total[name], value)
     return dict(total)
+
+
+def quantity_value(value: Any) -> int:
+    """A whole-number quantity as stored ("2", "1k"); 0 for anything unreadable."""
+    try:
+        return quantities.parse(value).value()
+    except quantities.QuantityError:
+        return 0
 
 
 def _is_extended(name: str) -> bool:
@@ -290,7 +302,8 @@ class _Entry:
 
 
 class KubeScheduler:
-    """Schedules our pods through the configured extenders (module docstring). `start()`/`stop()`."""
+    """Schedules our pods through the configured extenders, and default-scheduler pods without them
+    (module docstring). `start()`/`stop()`."""
 
     def __init__(self, store: Store, config: SchedulerConfig | None = None) -> None:
         self.store = store
@@ -298,6 +311,9 @@ class KubeScheduler:
         self.extenders = [Extender(e) for e in self.config.extenders]
         # ignorable extenders run after the others, as kube-scheduler orders them
         self.extenders.sort(key=lambda e: e.config.ignorable)
+        self.profiles = {self.config.scheduler_name}
+        if self.config.default_profile:
+            self.profiles.add(DEFAULT_SCHEDULER)
         self._rng = random.Random(self.config.seed)
         self._inbox: queue.Queue[tuple[str, str, dict[str, Any]] | None] = queue.Queue()
         self._active: list[_Entry] = []
@@ -353,7 +369,7 @@ class KubeScheduler:
 
     def _ours(self, pod: dict[str, Any]) -> bool:
         spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
-        return (spec.get("schedulerName") == self.config.scheduler_name and not spec.get("nodeName")
+        return (spec.get("schedulerName") in self.profiles and not spec.get("nodeName")
                 and not meta.get("deletionTimestamp")
                 and (pod.get("status") or {}).get("phase", "Pending") == "Pending")
 
@@ -471,8 +487,9 @@ class KubeScheduler:
         self._attempts[key] += 1
         self.attempts_total += 1
         nodes = self.store.list("nodes")["items"]
-        feasible, reasons = self._in_tree_filter(pod, nodes)
-        for extender in self.extenders:
+        extenders = self._extenders_for(pod)
+        feasible, reasons = self._in_tree_filter(pod, nodes, extenders)
+        for extender in extenders:
             if not feasible:
                 break
             if not extender.config.filter_verb or not extender.interested(pod):
@@ -498,14 +515,19 @@ class KubeScheduler:
             message = f"0/{len(nodes)} nodes are available" + (f": {detail}." if detail else ".")
             self._failed(key, pod, "Unschedulable", message)
             return
-        host = feasible[0]["metadata"]["name"] if len(feasible) == 1 else self._prioritize(pod, feasible)
-        self._bind(key, pod, host)
+        host = feasible[0]["metadata"]["name"] if len(feasible) == 1 else self._prioritize(pod, feasible, extenders)
+        self._bind(key, pod, host, extenders)
 
-    def _in_tree_filter(self, pod: dict[str, Any], nodes: list[dict[str, Any]]
+    def _extenders_for(self, pod: dict[str, Any]) -> list[Extender]:
+        """The pod's profile's extenders: ours for our scheduler name, none for default-scheduler."""
+        name = (pod.get("spec") or {}).get("schedulerName")
+        return self.extenders if name == self.config.scheduler_name else []
+
+    def _in_tree_filter(self, pod: dict[str, Any], nodes: list[dict[str, Any]], extenders: list[Extender]
                         ) -> tuple[list[dict[str, Any]], dict[str, str]]:
         spec = pod.get("spec") or {}
         tolerations = spec.get("tolerations") or []
-        ignored = {m.name for e in self.config.extenders for m in e.managed_resources if m.ignored_by_scheduler}
+        ignored = {m.name for e in extenders for m in e.config.managed_resources if m.ignored_by_scheduler}
         wanted = {r: n for r, n in pod_requests(pod).items() if _is_extended(r) and r not in ignored and n > 0}
         used: dict[str, Counter[str]] = {}
         if wanted:
@@ -532,16 +554,16 @@ class KubeScheduler:
                 continue
             allocatable = (node.get("status") or {}).get("allocatable") or {}
             short = [r for r, n in wanted.items()
-                     if n + used.get(name, Counter())[r] > int(str(allocatable.get(r, "0")) or 0)]
+                     if n + used.get(name, Counter())[r] > quantity_value(allocatable.get(r, "0"))]
             if short:
                 reasons[name] = f"Insufficient {sorted(short)[0]}"
                 continue
             feasible.append(node)
         return feasible, reasons
 
-    def _prioritize(self, pod: dict[str, Any], nodes: list[dict[str, Any]]) -> str:
+    def _prioritize(self, pod: dict[str, Any], nodes: list[dict[str, Any]], extenders: list[Extender]) -> str:
         totals = {n["metadata"]["name"]: 0 for n in nodes}
-        for extender in self.extenders:
+        for extender in extenders:
             if not extender.config.prioritize_verb or not extender.interested(pod):
                 continue
             try:
@@ -555,9 +577,9 @@ class KubeScheduler:
         best = max(totals.values())
         return self._rng.choice(sorted(h for h, s in totals.items() if s == best))
 
-    def _bind(self, key: str, pod: dict[str, Any], host: str) -> None:
+    def _bind(self, key: str, pod: dict[str, Any], host: str, extenders: list[Extender]) -> None:
         meta = pod["metadata"]
-        binder = next((e for e in self.extenders if e.config.bind_verb and e.interested(pod)), None)
+        binder = next((e for e in extenders if e.config.bind_verb and e.interested(pod)), None)
         try:
             if binder is not None:
                 binder.bind(pod, host)
@@ -578,8 +600,7 @@ class KubeScheduler:
                 return
         self._forget(key)
         events.record(self.store, pod, "Normal", "Scheduled",
-                      f"Successfully assigned {meta['namespace']}/{meta['name']} to {host}",
-                      self.config.scheduler_name)
+                      f"Successfully assigned {meta['namespace']}/{meta['name']} to {host}", _profile(pod))
 
     def _failed(self, key: str, pod: dict[str, Any] | None, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -599,4 +620,9 @@ class KubeScheduler:
                              "application/strategic-merge-patch+json", "status")
         except errors.StatusError:
             return
-        events.record(self.store, pod, "Warning", "FailedScheduling", message, self.config.scheduler_name)
+        events.record(self.store, pod, "Warning", "FailedScheduling", message, _profile(pod))
+
+
+def _profile(pod: dict[str, Any]) -> str:
+    """The scheduler name a pod's events are reported under (its profile)."""
+    return str((pod.get("spec") or {}).get("schedulerName") or DEFAULT_SCHEDULER)

@@ -170,6 +170,7 @@ typedef struct {
 #define FK_MAX_GIS 16
 #define FK_MAX_CIS 8
 #define FK_MAX_PROCS 64
+#define FK_MAX_HOLDS 16
 #define FK_MAX_FAULTS 64
 #define FK_MAX_COUNTS 128
 #define FK_STR 96
@@ -208,6 +209,12 @@ struct fk_proc {
     unsigned long long used_mib;
 };
 
+/* Another NVML client (DCGM, a leaked handle) holding an instance open: destroy answers IN_USE
+ * although no process is listed. ci = FK_NO_INSTANCE holds the GPU instance itself. */
+struct fk_hold {
+    unsigned gi, ci;
+};
+
 struct fk_gpu {
     char uuid[FK_STR], name[FK_STR], model[FK_STR];
     unsigned long long memory_mib;
@@ -221,6 +228,8 @@ struct fk_gpu {
     struct fk_gi gi[FK_MAX_GIS];
     int nproc;
     struct fk_proc proc[FK_MAX_PROCS];
+    int nhold;
+    struct fk_hold hold[FK_MAX_HOLDS];
 };
 
 struct fk_fault {
@@ -239,6 +248,7 @@ struct fk_state {
     unsigned long long serial;
     unsigned boot;
     int trace;
+    unsigned profile_info_version; /* newest profile-info struct the driver knows (2 or 3) */
     int ngpu;
     struct fk_gpu gpu[FK_MAX_GPUS];
     int nfault;

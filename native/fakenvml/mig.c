@@ -85,9 +85,19 @@ static void fill_gi_v1(const struct fk_profile *p, nvmlGpuInstanceProfileInfo_t 
     o->memorySizeMB = p->mib;
 }
 
-static nvmlReturn_t fill_gi_versioned(const struct fk_profile *p, void *info)
+/* The header documents INVALID_ARGUMENT (not ARGUMENT_VERSION_MISMATCH) for a struct version
+ * the three profile-info `V` calls do not know; a driver older than the v3 structs knows v2 only. */
+static int known_version(const struct fk_state *st, unsigned version, unsigned v2, unsigned v3)
+{
+    return version == v2 || (version == v3 && st->profile_info_version >= 3);
+}
+
+static nvmlReturn_t fill_gi_versioned(const struct fk_state *st, const struct fk_profile *p, void *info)
 {
     unsigned version = *(unsigned *)info;
+    if (!known_version(st, version, FK_STRUCT_VERSION(nvmlGpuInstanceProfileInfo_v2_t, 2),
+                       FK_STRUCT_VERSION(nvmlGpuInstanceProfileInfo_v3_t, 3)))
+        return NVML_ERROR_INVALID_ARGUMENT;
     if (version == FK_STRUCT_VERSION(nvmlGpuInstanceProfileInfo_v2_t, 2)) {
         nvmlGpuInstanceProfileInfo_v2_t *o = info;
         memset(o, 0, sizeof(*o));
@@ -123,7 +133,7 @@ static nvmlReturn_t fill_gi_versioned(const struct fk_profile *p, void *info)
         o->capabilities = (p->attrs & FK_ATTR_GFX) ? NVML_GPU_INSTANCE_PROFILE_CAPS_GFX : 0;
         return NVML_SUCCESS;
     }
-    return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    return NVML_ERROR_INVALID_ARGUMENT;
 }
 
 static nvmlReturn_t profile_for_constant(const struct fk_state *st, nvmlDevice_t device, unsigned profile,
@@ -163,7 +173,7 @@ FK_EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device,
         FK_RETURN(rc);
     if (!info)
         FK_RETURN(NVML_ERROR_INVALID_ARGUMENT);
-    FK_RETURN(fill_gi_versioned(p, info));
+    FK_RETURN(fill_gi_versioned(ST, p, info));
 }
 
 FK_EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoByIdV(nvmlDevice_t device, unsigned int profileId,
@@ -177,7 +187,7 @@ FK_EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoByIdV(nvmlDevice_t dev
     struct fk_profile *p = fk_profile_by_id(g, profileId);
     if (!p || !info)
         FK_RETURN(NVML_ERROR_INVALID_ARGUMENT);
-    FK_RETURN(fill_gi_versioned(p, info));
+    FK_RETURN(fill_gi_versioned(ST, p, info));
 }
 
 static nvmlReturn_t placements_impl(const char *fn, nvmlDevice_t device, unsigned int profileId,
@@ -363,10 +373,14 @@ FK_EXPORT nvmlReturn_t nvmlDeviceCreateGpuInstanceWithPlacement(nvmlDevice_t dev
     FK_RETURN(create_gi(&fk_c_, device, profileId, placement, gpuInstance));
 }
 
+/* A process on the instance, or another client holding it (ci = FK_NO_INSTANCE: any of the GI). */
 static int procs_on(const struct fk_gpu *g, unsigned gi, unsigned ci)
 {
     for (int i = 0; i < g->nproc; i++)
         if (g->proc[i].gi == gi && (ci == FK_NO_INSTANCE || g->proc[i].ci == ci))
+            return 1;
+    for (int i = 0; i < g->nhold; i++)
+        if (g->hold[i].gi == gi && (ci == FK_NO_INSTANCE || g->hold[i].ci == ci))
             return 1;
     return 0;
 }
@@ -514,8 +528,9 @@ static nvmlReturn_t ci_profile_impl(const char *fn, nvmlGpuInstance_t gpuInstanc
     }
     unsigned version = *(unsigned *)info;
     int v3 = version == FK_STRUCT_VERSION(nvmlComputeInstanceProfileInfo_v3_t, 3);
-    if (!v3 && version != FK_STRUCT_VERSION(nvmlComputeInstanceProfileInfo_v2_t, 2))
-        FK_RETURN(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    if (!known_version(ST, version, FK_STRUCT_VERSION(nvmlComputeInstanceProfileInfo_v2_t, 2),
+                       FK_STRUCT_VERSION(nvmlComputeInstanceProfileInfo_v3_t, 3)))
+        FK_RETURN(NVML_ERROR_INVALID_ARGUMENT);
     nvmlComputeInstanceProfileInfo_v3_t out;
     memset(&out, 0, sizeof(out));
     out.version = version;

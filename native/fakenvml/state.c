@@ -72,6 +72,7 @@ static void copy_str(char *dst, size_t len, const char *src)
 FK_INTERNAL int fk_parse(const char *text, struct fk_state *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof(*st));
+    st->profile_info_version = 3;
     struct fk_gpu *g = NULL;
     struct fk_gi *gi = NULL;
     int lineno = 0, header = 0;
@@ -110,6 +111,10 @@ FK_INTERNAL int fk_parse(const char *text, struct fk_state *st, char *err, size_
             st->boot = (unsigned)strtoul(rest_of(s, key), NULL, 10);
         } else if (!strcmp(key, "trace")) {
             st->trace = atoi(rest_of(s, key));
+        } else if (!strcmp(key, "profile_info_version")) {
+            st->profile_info_version = (unsigned)strtoul(rest_of(s, key), NULL, 10);
+            if (st->profile_info_version < 2 || st->profile_info_version > 3)
+                FAIL("line %d: profile_info_version must be 2 or 3", lineno);
         } else if (!strcmp(key, "fault")) {
             if (st->nfault >= FK_MAX_FAULTS)
                 FAIL("line %d: too many faults", lineno);
@@ -221,6 +226,15 @@ FK_INTERNAL int fk_parse(const char *text, struct fk_state *st, char *err, size_
             pr->gi = gid < 0 ? FK_NO_INSTANCE : (unsigned)gid;
             pr->ci = cid < 0 ? FK_NO_INSTANCE : (unsigned)cid;
             g->nproc++;
+        } else if (!strcmp(key, "hold")) {
+            if (g->nhold >= FK_MAX_HOLDS)
+                FAIL("line %d: too many holds", lineno);
+            long long gid, cid;
+            if (sscanf(s, "%*s %lld %lld", &gid, &cid) != 2 || gid < 0)
+                FAIL("line %d: expected 'hold <gi id> <ci id|-1>'", lineno);
+            g->hold[g->nhold].gi = (unsigned)gid;
+            g->hold[g->nhold].ci = cid < 0 ? FK_NO_INSTANCE : (unsigned)cid;
+            g->nhold++;
         } else {
             FAIL("line %d: unknown key '%s' in a gpu block", lineno, key);
         }
@@ -243,7 +257,8 @@ FK_INTERNAL int fk_write(const struct fk_state *st, const char *path)
     if (!f)
         return -1;
     fprintf(f, "fakenvml-state 1\n");
-    fprintf(f, "driver %s\nserial %llu\nboot %u\ntrace %d\n", st->driver, st->serial, st->boot, st->trace);
+    fprintf(f, "driver %s\nserial %llu\nboot %u\ntrace %d\nprofile_info_version %u\n", st->driver, st->serial,
+            st->boot, st->trace, st->profile_info_version);
     for (int i = 0; i < st->ngpu; i++) {
         const struct fk_gpu *g = &st->gpu[i];
         fprintf(f, "gpu\nuuid %s\nname %s\nmodel %s\nmemory_mib %llu\narch %u\ncc %u %u\n", g->uuid, g->name,
@@ -274,6 +289,9 @@ FK_INTERNAL int fk_write(const struct fk_state *st, const char *path)
             fprintf(f, "proc %u %lld %lld %llu\n", pr->pid, pr->gi == FK_NO_INSTANCE ? -1LL : (long long)pr->gi,
                     pr->ci == FK_NO_INSTANCE ? -1LL : (long long)pr->ci, pr->used_mib);
         }
+        for (int j = 0; j < g->nhold; j++)
+            fprintf(f, "hold %u %lld\n", g->hold[j].gi,
+                    g->hold[j].ci == FK_NO_INSTANCE ? -1LL : (long long)g->hold[j].ci);
         fprintf(f, "end\n");
     }
     for (int i = 0; i < st->nfault; i++)

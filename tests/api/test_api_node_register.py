@@ -102,6 +102,18 @@ def test_profile_keys_are_always_written():
     ]
 
 
+def test_our_profile_fields_round_trip_and_stay_out_when_unset():
+    profile = MigProfileInfo("1g.10gb+me", 9728, 14, 1, (Placement(6, 1),), compute_slices=1, memory_slices=1,
+                             flags=("+me",))
+    encoded = encode_node_register([NodeDevice(id="GPU-a", mode="mig", mig_profiles=(profile,))])
+    raw = json.loads(encoded)[0]["migProfiles"][0]
+    assert (raw["computeSlices"], raw["memorySlices"], raw["flags"]) == (1, 1, ["+me"])
+    assert decode_node_register(encoded)[0].mig_profiles == (profile,)
+    bad = '[{"id":"GPU-a","mode":"mig","migProfiles":[{"name":"x","flags":[1]}]}]'
+    with pytest.raises(AnnotationError, match="expected strings"):
+        decode_node_register(bad)
+
+
 def test_unknown_keys_and_nulls_are_tolerated_like_go():
     value = (
         '[{"id":"GPU-a","devicevendor":"NVIDIA","custominfo":{"x":1},"migtemplate":null,'

@@ -17,7 +17,7 @@ from pathlib import Path
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from hami.mig import Desired, MigError, MigManager
+from hami.mig import Desired, MigError, MigManager, ReconcileError
 from hami.nvml import Nvml, errors
 from tests.nvml.helpers import library, make_node, mig, opened, state_env
 
@@ -102,7 +102,12 @@ def run_sequence(node, nvml, sequence) -> None:
                 manager.destroy([target], live=live)
             elif op[0] == "reconcile":
                 live = {u for k, u in enumerate(uuids) if op[2] >> k & 1}
-                result = manager.reconcile([Desired(gpus[g], p, s) for g, p, s in op[1]], live=live)
+                try:
+                    result = manager.reconcile([Desired(gpus[g], p, s) for g, p, s in op[1]], live=live)
+                except ReconcileError as exc:  # per GPU: what other GPUs got stays
+                    if exc.result is None:
+                        raise
+                    result = exc.result
                 new |= {(i.gpu_index, i.profile_id, i.placement) for i in result.created}
             elif op[0] == "attach" and uuids:
                 node.attach(uuids[op[1] % len(uuids)], pid=next(pids))

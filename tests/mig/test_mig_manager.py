@@ -123,14 +123,16 @@ def test_reconcile_creates_destroys_and_spares_what_is_in_use(manager, node):
     assert len(node.instances()) == 5
 
 
-def test_reconcile_rolls_back_its_creations_on_failure(manager, node):
+def test_reconcile_rolls_back_a_gpus_creations_on_failure_and_finishes_the_others(manager, node):
     h100, a30, _ = manager.gpu_uuids()
     busy = manager.ensure(h100, "1g.10gb", 0)
     node.attach(busy.mig_uuid, pid=3)
     with pytest.raises(ReconcileError) as err:  # the 2g at 0 collides with the busy 1g
-        manager.reconcile([Desired(a30, "4g.24gb", 0), Desired(h100, "2g.20gb", 0)])
+        manager.reconcile([Desired(a30, "4g.24gb", 0), Desired(h100, "3g.40gb", 4), Desired(h100, "2g.20gb", 0)])
     assert err.value.gpu == h100 and err.value.placement == 0
-    assert [(i, gi.start) for i, gi in node.instances()] == [(0, 0)]  # the A30 4g was rolled back
+    assert [(i.gpu_uuid, i.profile) for i in err.value.result.created] == [(a30, "4g.24gb")]
+    # the H100's 3g was rolled back; the A30's 4g (another GPU) stays
+    assert [(i, gi.start) for i, gi in node.instances()] == [(0, 0), (1, 0)]
 
 
 def test_discover_adopts_and_reports_losses(manager, nvml, node, libpath):

@@ -46,3 +46,21 @@ def make_node(directory: Path, gpus: Iterable[GpuSpec | str], name: str = "node"
 def mig(model: str, **kw) -> GpuSpec:
     """A GPU of `model` with MIG mode on."""
     return GpuSpec(model, mig=True, **kw)
+
+
+def hiding(*names: str):
+    """A `Nvml` loader whose library lacks `names`, as an older driver's libnvidia-ml would."""
+    import ctypes
+
+    hidden = frozenset(names)
+
+    class Hidden:
+        def __init__(self, path: str) -> None:
+            self._lib = ctypes.CDLL(path)
+
+        def __getattr__(self, name: str):
+            if name in hidden:
+                raise AttributeError(f"undefined symbol: {name}")
+            return getattr(self._lib, name)
+
+    return Hidden

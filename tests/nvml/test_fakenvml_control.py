@@ -136,3 +136,33 @@ def test_two_processes_share_one_truth(tmp_path, libpath):
     masks = [((1 << gi.size) - 1) << gi.start for gi in state.gis]
     assert sum(bin(m).count("1") for m in masks) == bin(sum(masks)).count("1")  # no two overlap
     assert sorted(made[0] + made[1]) == sorted((gi.start, gi.id) for gi in state.gis)  # no lost update
+
+
+def test_an_instance_held_by_another_client_refuses_destroy_without_a_listed_process(nvml, node):
+    """DCGM or a leaked handle: IN_USE on destroy, yet no process on the MIG device."""
+    dev = nvml.device_by_index(0)
+    gi = nvml.create_gpu_instance(dev, 19, Placement(0, 1))
+    ci = nvml.create_compute_instance(gi, 0)
+    mig = nvml.compute_instance_info(ci).device
+    node.hold(nvml.uuid(mig))
+    assert nvml.compute_running_processes(mig) == ()
+    with pytest.raises(errors.InUse):
+        nvml.destroy_compute_instance(ci)
+    text = node.path.read_text()
+    assert "hold " in text and fakenvml.render(fakenvml.parse(text)) == text
+    node.release(nvml.uuid(mig))
+    nvml.destroy_compute_instance(ci)
+    node.hold_gpu_instance(0, nvml.gpu_instance_info(gi).id)  # a GI without CI held open
+    with pytest.raises(errors.InUse):
+        nvml.destroy_gpu_instance(gi)
+    node.reset_gpu(0)  # a reset drops every handle, and the instances with them
+    assert node.read().gpus[0].holds == [] and node.instances() == []
+    with pytest.raises(KeyError, match="no MIG device"):
+        node.hold("MIG-nope")
+
+
+def test_profile_info_version_round_trips(node):
+    node.set_profile_info_version(2)
+    text = node.path.read_text()
+    assert "profile_info_version 2" in text and fakenvml.parse(text).profile_info_version == 2
+    assert fakenvml.render(fakenvml.parse(text)) == text

@@ -302,3 +302,25 @@ def test_restart_removes_sockets_and_plugins_re_register(env) -> None:
     before = kubelet.runtime("default", "before").containers["c0"].device_ids[RESOURCE]
     after = kubelet.runtime("default", "after").containers["c0"].device_ids[RESOURCE]
     assert before != after
+
+
+def test_the_kubelet_holds_and_renews_its_node_lease() -> None:
+    before = set(threading.enumerate())
+    directory = short_socket_dir()
+    store = Store()
+    kubelet = Kubelet("n1", store, directory, lease_renew_interval=0.05).start()
+    try:
+        lease = store.get("leases", "kube-node-lease", "n1")
+        node = store.get("nodes", None, "n1")
+        assert lease["spec"]["holderIdentity"] == "n1" and lease["spec"]["leaseDurationSeconds"] == 40
+        assert lease["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Node", "name": "n1",
+                                                          "uid": node["metadata"]["uid"]}]
+        first = lease["spec"]["renewTime"]
+        assert first.endswith("Z") and len(first) == len("2026-01-01T00:00:00.000000Z")  # a MicroTime
+        wait_for(lambda: store.get("leases", "kube-node-lease", "n1")["spec"]["renewTime"] != first)
+    finally:
+        kubelet.stop()
+        store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    wait_for(lambda: not set(threading.enumerate()) - before, timeout=5)
+

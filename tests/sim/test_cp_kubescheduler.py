@@ -204,7 +204,9 @@ def test_extender_error_leaves_pod_pending_and_it_is_retried(store: Store) -> No
         wait_for(lambda: _node_of(store, "p") == "n1")
     assert ext.verbs().count("filter") == 3 and scheduler.attempts_total == 3
     failures = [e for e in store.list("events", "default")["items"] if e["reason"] == "FailedScheduling"]
-    assert failures and failures[0]["type"] == "Warning"
+    # the two identical failures are one Event counted twice, as client-go's event recorder does it
+    assert [(e["type"], e["count"], e["message"]) for e in failures] == [("Warning", 2, "cache not synced")]
+    assert failures[0]["firstTimestamp"] <= failures[0]["lastTimestamp"]
 
 
 def test_extender_timeout_is_an_error(store: Store) -> None:
@@ -279,8 +281,26 @@ def test_uninterested_and_foreign_pods(store: Store) -> None:
     _node(store, "n1")
     with TinyExtender(store) as ext, _scheduler(store, _config(ext)):
         _pod(store, "cpu-only", gpus=0)
-        _pod(store, "foreign", scheduler="default-scheduler")
+        _pod(store, "foreign", scheduler="other-scheduler")
         wait_for(lambda: _node_of(store, "cpu-only") == "n1")
         time.sleep(0.2)
     assert ext.calls == []  # not interested: kube-scheduler binds it itself
-    assert _node_of(store, "foreign") is None
+    assert _node_of(store, "foreign") is None  # a scheduler nobody runs: Pending, as in a real cluster
+    assert _condition(store, "foreign") is None
+    assert not [e for e in store.list("events", "default")["items"] if e["involvedObject"]["name"] == "foreign"]
+
+
+def test_default_scheduler_schedules_ordinary_pods_without_extenders(store: Store) -> None:
+    _node(store, "n1", gpus=1)
+    with TinyExtender(store) as ext, _scheduler(store, _config(ext)):
+        store.create("pods", "default", {"metadata": {"name": "plain"}, "spec": {  # no schedulerName at all
+            "containers": [{"name": "c", "image": "x"}]}})
+        _pod(store, "gpu", gpus=1, scheduler="default-scheduler")
+        _pod(store, "too-big", gpus=2, scheduler="default-scheduler")
+        wait_for(lambda: _node_of(store, "plain") == "n1" and _node_of(store, "gpu") == "n1")
+        wait_for(lambda: (_condition(store, "too-big") or {}).get("reason") == "Unschedulable")
+    assert ext.calls == []  # the default profile has no extender
+    assert _condition(store, "too-big")["message"] == "0/1 nodes are available: 1 Insufficient example.com/gpu."
+    scheduled = {e["involvedObject"]["name"]: e["source"]["component"]
+                 for e in store.list("events", "default")["items"] if e["reason"] == "Scheduled"}
+    assert scheduled == {"plain": "default-scheduler", "gpu": "default-scheduler"}

@@ -3,7 +3,7 @@
 The reasons and messages follow the real API server's wording (k8s.io/apimachinery
 `api/errors`), because clients and tests match on them: `NotFound` 404, `AlreadyExists` 409,
 `Conflict` 409, `Invalid` 422, `BadRequest` 400, `Expired`/`Gone` 410, `MethodNotAllowed` 405,
-`UnsupportedMediaType` 415.
+`RequestEntityTooLarge` 413, `UnsupportedMediaType` 415, `Timeout` 504.
 """
 
 from __future__ import annotations
@@ -85,6 +85,16 @@ def bad_request(message: str) -> StatusError:
     return StatusError(400, "BadRequest", message)
 
 
+def cannot_handle(kind: str, api_version: str, why: str) -> StatusError:
+    """400 for a body the decoder refuses (wrong JSON type, malformed quantity, unknown field when strict)."""
+    version = api_version.rsplit("/", 1)[-1]
+    return StatusError(400, "BadRequest", f'{kind} in version "{version}" cannot be handled as a {kind}: {why}')
+
+
+def too_large(limit: int) -> StatusError:
+    return StatusError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
+
+
 def gone(message: str) -> StatusError:
     """410: what a watch from a compacted resourceVersion receives (as an ERROR event)."""
     return StatusError(410, "Expired", message)
@@ -94,10 +104,14 @@ def method_not_allowed(message: str = "the server does not allow this method on 
     return StatusError(405, "MethodNotAllowed", message)
 
 
-def unsupported_media_type(content_type: str) -> StatusError:
+PATCH_MEDIA_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                     "application/strategic-merge-patch+json")
+BODY_MEDIA_TYPES = ("application/json", "application/yaml")
+
+
+def unsupported_media_type(content_type: str, accepted: tuple[str, ...] = PATCH_MEDIA_TYPES) -> StatusError:
     return StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                       f"accepted media types include: application/json-patch+json, application/merge-patch+json, "
-                       f"application/strategic-merge-patch+json (got {content_type!r})")
+                       f"accepted media types include: {', '.join(accepted)} (got {content_type!r})")
 
 
 def path_not_found(path: str) -> StatusError:

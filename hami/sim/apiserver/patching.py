@@ -23,6 +23,7 @@ MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 APPLY = "application/apply-patch+yaml"
+PATCH_TYPES = (JSON_PATCH, MERGE, STRATEGIC)
 
 # field name -> merge key, for the core/v1 lists declared `patchStrategy: merge`.
 MERGE_KEYS: dict[str, str] = {

@@ -1,7 +1,9 @@
 """Server-side printing: the `meta.k8s.io/v1` Table that `kubectl get` asks for in its Accept header.
 
 Columns follow the real printers for the types kubectl users look at (pods: Name, Ready, Status,
-Restarts, Age, IP, Node; nodes: Name, Status, Roles, Age, Version); other types get Name and Age.
+Restarts, Age, IP, Node; nodes: Name, Status, Roles, Age, Version; events: Last Seen, Type,
+Reason, Object, Message, ...; namespaces, configmaps, leases, webhook configurations); other
+types get Name and Age.
 A client that does not ask for a Table gets the plain object or list.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hami.sim.apiserver.resources import Resource
@@ -26,9 +29,11 @@ def wants_table(accept: str | None) -> str | None:
 
 
 def _age(stamp: str | None) -> str:
-    if not stamp:
+    try:
+        then = calendar.timegm(time.strptime(str(stamp).split(".")[0].rstrip("Z") + "Z", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
         return "<unknown>"
-    seconds = max(0, int(time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))))
+    seconds = max(0, int(time.time() - then))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= 2 * size or (unit == "m" and seconds >= 120):
             return f"{seconds // size}{unit}"
@@ -64,23 +69,50 @@ def _node_row(node: dict[str, Any]) -> list[Any]:
             _age(node["metadata"].get("creationTimestamp")), version]
 
 
-def table(res: Resource, listed: dict[str, Any], version: str) -> dict[str, Any]:
-    if res.plural == "pods":
-        columns = [_column("Name", fmt="name"), _column("Ready"), _column("Status"), _column("Restarts", "integer"),
-                   _column("Age"), _column("IP", priority=1), _column("Node", priority=1)]
-        row = _pod_row
-    elif res.plural == "nodes":
-        columns = [_column("Name", fmt="name"), _column("Status"), _column("Roles"), _column("Age"),
-                   _column("Version")]
-        row = _node_row
-    else:
-        columns = [_column("Name", fmt="name"), _column("Age")]
+def _event_row(event: dict[str, Any]) -> list[Any]:
+    involved = event.get("involvedObject") or {}
+    source = event.get("source") or {}
+    last = event.get("lastTimestamp") or event.get("eventTime") or event["metadata"].get("creationTimestamp")
+    return [_age(last), event.get("type", ""), event.get("reason", ""),
+            f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}", involved.get("fieldPath", ""),
+            ", ".join(v for v in (source.get("component"), source.get("host")) if v),
+            event.get("message", ""), _age(event.get("firstTimestamp") or last), str(event.get("count", 1)),
+            event["metadata"]["name"]]
 
-        def row(obj: dict[str, Any]) -> list[Any]:
-            return [obj["metadata"]["name"], _age(obj["metadata"].get("creationTimestamp"))]
 
+def _name_age(obj: dict[str, Any]) -> list[Any]:
+    return [obj["metadata"]["name"], _age(obj["metadata"].get("creationTimestamp"))]
+
+
+_PRINTERS: dict[str, tuple[list[dict[str, Any]], Callable[[dict[str, Any]], list[Any]]]] = {
+    "pods": ([_column("Name", fmt="name"), _column("Ready"), _column("Status"), _column("Restarts", "integer"),
+              _column("Age"), _column("IP", priority=1), _column("Node", priority=1)], _pod_row),
+    "nodes": ([_column("Name", fmt="name"), _column("Status"), _column("Roles"), _column("Age"), _column("Version")],
+              _node_row),
+    "events": ([_column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"),
+                _column("Subobject", priority=1), _column("Source", priority=1), _column("Message"),
+                _column("First Seen", priority=1), _column("Count", priority=1),
+                _column("Name", fmt="name", priority=1)], _event_row),
+    "namespaces": ([_column("Name", fmt="name"), _column("Status"), _column("Age")],
+                   lambda o: [o["metadata"]["name"], (o.get("status") or {}).get("phase", ""),
+                              _age(o["metadata"].get("creationTimestamp"))]),
+    "configmaps": ([_column("Name", fmt="name"), _column("Data", "integer"), _column("Age")],
+                   lambda o: [o["metadata"]["name"], len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+                              _age(o["metadata"].get("creationTimestamp"))]),
+    "leases": ([_column("Name", fmt="name"), _column("Holder"), _column("Age")],
+               lambda o: [o["metadata"]["name"], (o.get("spec") or {}).get("holderIdentity") or "",
+                          _age(o["metadata"].get("creationTimestamp"))]),
+    "mutatingwebhookconfigurations": ([_column("Name", fmt="name"), _column("Webhooks", "integer"), _column("Age")],
+                                      lambda o: [o["metadata"]["name"], len(o.get("webhooks") or []),
+                                                 _age(o["metadata"].get("creationTimestamp"))]),
+}
+
+
+def table(res: Resource, listed: dict[str, Any], version: str, columns: bool = True) -> dict[str, Any]:
+    """A Table of `listed`'s items; `columns=False` leaves out the column definitions (later watch events)."""
+    definitions, row = _PRINTERS.get(res.plural, ([_column("Name", fmt="name"), _column("Age")], _name_age))
     rows = [{"cells": row(obj), "object": {"kind": "PartialObjectMetadata", "apiVersion": f"meta.k8s.io/{version}",
                                             "metadata": obj["metadata"]}} for obj in listed["items"]]
     return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}",
             "metadata": {"resourceVersion": listed["metadata"].get("resourceVersion", "")},
-            "columnDefinitions": columns, "rows": rows}
+            "columnDefinitions": definitions if columns else [], "rows": rows}

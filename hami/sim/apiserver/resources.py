@@ -42,6 +42,8 @@ class Resource:
     graceful_delete: bool = False
     # The real registries for these return the deleted object; the others a Status.
     returns_deleted_object: bool = False
+    # the official client's model class (hami.sim.apiserver.schema reads the type from it)
+    model: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -55,20 +57,24 @@ class Resource:
 
 RESOURCES: tuple[Resource, ...] = (
     Resource("namespaces", "Namespace", "", "v1", False, ("status",), ("ns",),
-             ("metadata.name", "status.phase"), "namespace"),
+             ("metadata.name", "status.phase"), "namespace", model="V1Namespace"),
     Resource("nodes", "Node", "", "v1", False, ("status",), ("no",),
-             ("metadata.name", "spec.unschedulable"), "node", returns_deleted_object=False),
+             ("metadata.name", "spec.unschedulable"), "node", model="V1Node"),
     Resource("pods", "Pod", "", "v1", True, ("status", "binding"), ("po",),
              (*_META_FIELDS, "spec.nodeName", "spec.schedulerName", "spec.restartPolicy",
               "spec.serviceAccountName", "status.phase", "status.podIP", "status.nominatedNodeName"),
-             "pod", graceful_delete=True, returns_deleted_object=True),
-    Resource("configmaps", "ConfigMap", "", "v1", True, (), ("cm",), _META_FIELDS, "configmap"),
+             "pod", graceful_delete=True, returns_deleted_object=True, model="V1Pod"),
+    Resource("configmaps", "ConfigMap", "", "v1", True, (), ("cm",), _META_FIELDS, "configmap", model="V1ConfigMap"),
     Resource("events", "Event", "", "v1", True, (), ("ev",),
              (*_META_FIELDS, "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-              "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"), "event"),
-    Resource("bindings", "Binding", "", "v1", True, (), (), _META_FIELDS, "binding"),
-    Resource("leases", "Lease", "coordination.k8s.io", "v1", True, (), (), _META_FIELDS, "lease"),
+              "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"), "event",
+             model="CoreV1Event"),
+    Resource("bindings", "Binding", "", "v1", True, (), (), _META_FIELDS, "binding", model="V1Binding"),
+    Resource("leases", "Lease", "coordination.k8s.io", "v1", True, (), (), _META_FIELDS, "lease", model="V1Lease"),
+    Resource("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", "admissionregistration.k8s.io", "v1",
+             False, (), (), ("metadata.name",), "mutatingwebhookconfiguration",
+             model="V1MutatingWebhookConfiguration"),
 )
 
 BY_PATH: dict[tuple[str, str], Resource] = {(r.api_version, r.plural): r for r in RESOURCES}

@@ -182,3 +182,26 @@ def predicate(label_text: str | None, field_text: str | None,
     if not labels and not fields:
         return lambda obj: True
     return lambda obj: labels_match(labels, obj) and fields_match(fields, obj)
+
+
+_SELECTOR_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
+
+
+def from_label_selector(selector: Any) -> tuple[Requirement, ...]:
+    """A `metav1.LabelSelector` object (matchLabels, matchExpressions) as requirements; null or {} match all."""
+    if selector is None:
+        return ()
+    if not isinstance(selector, dict):
+        raise errors.bad_request("a label selector must be an object")
+    requirements = [Requirement(_check_key(k, str(selector)), "=", (_check_value(v, str(selector)),))
+                    for k, v in (selector.get("matchLabels") or {}).items()]
+    for expr in selector.get("matchExpressions") or []:
+        op = _SELECTOR_OPERATORS.get((expr or {}).get("operator", ""))
+        if op is None:
+            raise errors.bad_request(f"{(expr or {}).get('operator')!r} is not a valid label selector operator")
+        values = tuple(expr.get("values") or ())
+        if (op in ("in", "notin")) != bool(values):
+            raise errors.bad_request(f"values: {'Required value' if values == () else 'Forbidden'}: for operator "
+                                     f"{expr.get('operator')!r}")
+        requirements.append(Requirement(_check_key(expr.get("key", ""), str(selector)), op, values))
+    return tuple(requirements)

@@ -11,11 +11,11 @@ object at the new resourceVersion), as the real watch cache does.
 from __future__ import annotations
 
 import collections
-import copy
 import json
 import threading
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,13 @@ class EventLog:
 
     def since(self, rv: int) -> list[Event]:
         return [e for e in self.events if e.rv > rv]
+
+
+def initial_events_end(kind: str, api_version: str, rv: int) -> bytes:
+    """The BOOKMARK that ends the initial events of a `sendInitialEvents=true` watch (watch-list)."""
+    obj = {"kind": kind, "apiVersion": api_version,
+           "metadata": {"resourceVersion": str(rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
+    return json.dumps({"type": BOOKMARK, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
 Matcher = Callable[[dict[str, Any]], bool]
@@ -106,6 +113,10 @@ class Watcher:
         if item is not None:
             self._put(item)
 
+    def offer_line(self, line: bytes) -> None:
+        """Queue a ready-made stream line (the initial-events-end BOOKMARK)."""
+        self._put(line)
+
     def offer_error(self, status: dict[str, Any]) -> None:
         self._put(json.dumps({"type": ERROR, "object": status}, separators=(",", ":")).encode() + b"\n")
         self.close()
@@ -149,8 +160,10 @@ class Watcher:
         self.last_rv = event.rv
         return event.line(kind)
 
-    def next_event(self, timeout: float | None) -> tuple[str, dict[str, Any]] | object | None:
-        """The next event as (type, object) for in-process consumers; ERROR gives ("ERROR", status)."""
+    def next_event(self, timeout: float | None, copy: bool = True) -> tuple[str, dict[str, Any]] | object | None:
+        """The next event as (type, object) for in-process consumers; ERROR gives ("ERROR", status).
+
+        `copy=False` hands out the stored object itself, for a caller that only serialises it."""
         item = self.next_item(timeout)
         if item is None or item is Watcher.CLOSED:
             return item
@@ -162,7 +175,7 @@ class Watcher:
         else:
             (kind, event), obj = item, item[1].obj
         self.last_rv = event.rv
-        return kind, copy.deepcopy(obj)
+        return kind, deepcopy(obj) if copy else obj
 
     def close(self) -> None:
         with self._cond:

@@ -1,0 +1,112 @@
+"""Bind: atomic, idempotent, bounded lock waits, and every failure path cleans up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from hami.api import codecs, names
+from hami.scheduler.binder import BindError
+from tests.scheduler.conftest import Plane, devices, gpu_pod, wait_for
+
+
+def _created(plane: Plane, name: str, mem: str = "10000") -> dict:
+    pod = gpu_pod(name, {"nvidia.com/gpu": "1", "nvidia.com/gpumem": mem})
+    pod["spec"]["schedulerName"] = "nobody"  # keep kube-scheduler out: the test binds by hand
+    pod["metadata"]["namespace"] = "default"
+    return plane.api.store.create("pods", "default", pod)
+
+
+def _bind(plane: Plane, pod: dict, node: str) -> None:
+    meta = pod["metadata"]
+    plane.scheduler.binder.bind("default", meta["name"], meta["uid"], node, pod)
+
+
+def _lock(plane: Plane, node: str) -> codecs.NodeLock | None:
+    value = (plane.kube.get("nodes", node)["metadata"].get("annotations") or {}).get(names.NODE_LOCK)
+    return codecs.decode_node_lock(value) if value else None
+
+
+def test_a_pod_bound_twice_gets_its_first_decision(plane: Plane) -> None:
+    plane.agent.paused = True
+    plane.add_node("mig-a", devices("a", 2))
+    pod = _created(plane, "twice")
+    wait_for(lambda: plane.scheduler.cache.pod(pod["metadata"]["uid"]))
+    _bind(plane, pod, "mig-a")
+    first = plane.pod("twice")["metadata"]["annotations"][names.VGPU_MIG_ALLOCATIONS]
+    _bind(plane, pod, "mig-a")  # kube-scheduler retries after a lost reply: same devices, still bound
+    assert plane.pod("twice")["metadata"]["annotations"][names.VGPU_MIG_ALLOCATIONS] == first
+    assert plane.bound("twice") == "mig-a"
+
+
+def test_a_locked_node_makes_a_bind_wait_then_proceed_when_released(plane: Plane) -> None:
+    plane.agent.paused = True
+    plane.add_node("mig-a", devices("a", 2))
+    first, second = _created(plane, "first"), _created(plane, "second")
+    wait_for(lambda: plane.scheduler.cache.pod(second["metadata"]["uid"]))
+    _bind(plane, first, "mig-a")
+    assert _lock(plane, "mig-a").owned_by("default", "first")
+    done = threading.Event()
+    threading.Thread(target=lambda: (_bind(plane, second, "mig-a"), done.set()), daemon=True).start()
+    time.sleep(0.5)
+    assert not done.is_set()  # waiting in-process, not failing back to kube-scheduler
+    plane.agent.paused = False  # the agent allocates "first" and releases the lock
+    assert done.wait(10)
+    assert plane.bound("second") == "mig-a"
+
+
+def test_a_lock_whose_owner_is_gone_or_done_is_taken_at_once(plane: Plane) -> None:
+    plane.agent.paused = True
+    plane.add_node("mig-a", devices("a", 2))
+    stale = codecs.encode_node_lock(codecs.NodeLock(datetime.now(UTC).replace(microsecond=0), "default", "ghost"))
+    plane.kube.annotate("nodes", "mig-a", {names.NODE_LOCK: stale})
+    pod = _created(plane, "next")
+    wait_for(lambda: plane.scheduler.cache.pod(pod["metadata"]["uid"]))
+    wait_for(lambda: plane.scheduler.cache.node_lock("mig-a")[0] == stale)
+    started = time.monotonic()
+    _bind(plane, pod, "mig-a")
+    assert time.monotonic() - started < 2
+    assert _lock(plane, "mig-a").owned_by("default", "next")
+
+
+def test_an_expired_lock_is_broken_and_a_live_one_times_out_with_a_reason(plane: Plane) -> None:
+    plane.agent.paused = True
+    plane.add_node("mig-a", devices("a", 2))
+    holder = _created(plane, "holder")
+    wait_for(lambda: plane.scheduler.cache.pod(holder["metadata"]["uid"]))
+    _bind(plane, holder, "mig-a")  # holds the lock, bind-phase allocating, agent paused
+    plane.scheduler.binder.lock_wait_s = 1.0
+    waiting = _created(plane, "waiting")
+    wait_for(lambda: plane.scheduler.cache.pod(waiting["metadata"]["uid"]))
+    try:
+        _bind(plane, waiting, "mig-a")
+        raise AssertionError("bind should have timed out on the lock")
+    except BindError as err:
+        assert "locked by default/holder" in str(err) and "kube-scheduler will retry" in str(err)
+    assert not plane.bound("waiting")
+    assert plane.scheduler.engine.reservation(waiting["metadata"]["uid"]) is None  # released on failure
+    old = codecs.NodeLock(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10), "default", "holder")
+    plane.kube.annotate("nodes", "mig-a", {names.NODE_LOCK: codecs.encode_node_lock(old)})
+    wait_for(lambda: plane.scheduler.cache.node_lock("mig-a")[0] == codecs.encode_node_lock(old))
+    _bind(plane, waiting, "mig-a")
+    assert plane.bound("waiting") == "mig-a"
+
+
+def test_a_node_that_no_longer_fits_fails_the_bind_and_keeps_nothing(plane: Plane) -> None:
+    plane.agent.paused = True
+    plane.add_node("mig-a", devices("a", 1))
+    big = [_created(plane, f"big{i}", "40000") for i in range(3)]
+    wait_for(lambda: all(plane.scheduler.cache.pod(p["metadata"]["uid"]) for p in big))
+    plane.agent.paused = False
+    _bind(plane, big[0], "mig-a")
+    wait_for(lambda: _lock(plane, "mig-a") is None, what="the agent released the lock")
+    _bind(plane, big[1], "mig-a")
+    wait_for(lambda: _lock(plane, "mig-a") is None, what="the agent released the lock")
+    try:
+        _bind(plane, big[2], "mig-a")
+        raise AssertionError("a third 3g.40gb cannot fit one A100")
+    except BindError as err:
+        assert "no longer fits" in str(err)
+    assert not plane.bound("big2")
+    assert names.VGPU_NODE not in (plane.pod("big2")["metadata"].get("annotations") or {})
