@@ -12,7 +12,7 @@ HAMi v2.9+ names (every sample with `zone="vGPU"`): `hami_gpu_memory_limit_bytes
 one sample per instance slot of the GPU's current geometry, `migname="<profile>-<slot>"`, 1 when a
 pod uses the slot, 0 when it is free (HELP text kept as HAMi wrote it). Ours: request latency per
 verb, decisions and node rejections by reason, pods pending for GPUs, MIG instances by profile and
-state, bind failures.
+state, MIG instances created / reused / destroyed by decisions, bind failures.
 """
 
 from __future__ import annotations
@@ -174,6 +174,9 @@ class SchedulerMetrics:
                                       registry=self.registry)
         self.decisions = PCounter("hami_scheduler_decisions", "Pods bound with devices, by device kind",
                                   ["kind"], registry=self.registry)
+        self.instances = PCounter("hami_scheduler_mig_instances_decided",
+                                  "MIG instances in bound decisions: created, reused (an idle one at the placement), "
+                                  "destroyed (idle ones in the way)", ["action"], registry=self.registry)
         self._lock = threading.Lock()
 
     def observe(self, path: str, seconds: float) -> None:
@@ -193,8 +196,12 @@ class SchedulerMetrics:
         self.bind_failures.inc()
 
     def bound(self, decision) -> None:
-        mig = any(isinstance(p, MigPick) for _c, p in decision.picks())
+        mig = [p for _c, p in decision.picks() if isinstance(p, MigPick)]
         self.decisions.labels("mig" if mig else "hami-core").inc()
+        for pick in mig:
+            self.instances.labels("reused" if pick.reuse is not None else "created").inc()
+            if pick.destroy:
+                self.instances.labels("destroyed").inc(len(pick.destroy))
 
     def serve(self, host: str, port: int):
         return start_http_server(port, addr=host, registry=self.registry)
