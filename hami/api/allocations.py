@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -88,11 +89,14 @@ def encode_pod_devices(devices: Sequence[Sequence[ContainerDevice]]) -> str:
     return "".join("".join(d.encode() for d in container) + ";" for container in devices)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def decode_pod_devices(value: str, annotation: str = names.VGPU_DEVICES_ALLOCATED) -> PodDevices:
     """Decode either devices annotation; `annotation` names it in errors.
 
     One final `;` terminates the last entry; a value without it (hand-written) still decodes.
-    Fields after the fourth are ignored, as HAMi ignores them.
+    Fields after the fourth are ignored, as HAMi ignores them. Memoised (the result is
+    immutable): a scheduler sees the same value on every event of a pod, and pods of one size on
+    one GPU share it.
     """
     if value.endswith(";"):
         value = value[:-1]
@@ -241,6 +245,7 @@ def encode_mig_allocations(allocations: Iterable[MigAllocation]) -> str:
     return dump_json([a.to_json() for a in allocations])
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def decode_mig_allocations(value: str) -> tuple[MigAllocation, ...]:
     """Decode and validate like HAMi: an empty value means no reservations; negative indices,
     an empty uuid or profile, a zero-size placement, a partial runtime identity, or a repeated
