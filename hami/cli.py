@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     if args.command == "device-plugin":
+        logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
         return _device_plugin(args)
     if args.command == "scheduler":
         from hami.scheduler import app as scheduler_app

@@ -112,7 +112,7 @@ def node_devices(plans: Iterable[GpuPlan], config: NodeConfig) -> tuple[NodeDevi
                 MigProfileInfo(
                     name=prof.name,
                     memory_mb=prof.memory_mib,
-                    core=round(prof.compute_slices * 100 / total),
+                    core=-(-prof.compute_slices * 100 // total),  # HAMi: ceil, as the device string writes it
                     slice_count=prof.compute_slices,
                     placements=tuple(Placement(s, prof.memory_slices) for s in prof.placements),
                     compute_slices=prof.compute_slices,

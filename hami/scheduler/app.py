@@ -133,8 +133,8 @@ class Scheduler:
             self._metrics_server = self.metrics.serve(mhost, mport)
         self._informers[0].start()
         threading.Thread(target=self._sync, name="cache-sync", daemon=True).start()
-        log.info("hami scheduler listening url=%s metrics=%s policy=%s", self.server.url, self.config.metrics_bind,
-                 self.config.policy)
+        log.info("hami scheduler listening url=%s metrics=%s policy=%s", self.server.url,
+                 self.config.metrics_bind if mport else "off", self.config.policy)
         return self
 
     def _sync(self) -> None:
@@ -190,6 +190,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kubernetes.config import ConfigException
+
     try:
         config = SchedulerConfig(kubeconfig=args.kubeconfig, http_bind=args.http_bind, metrics_bind=args.metrics_bind,
                                  cert_file=args.cert_file, key_file=args.key_file,
@@ -199,13 +201,22 @@ def run(args: argparse.Namespace) -> int:
                                  node_lock_timeout_s=args.node_lock_timeout, lock_wait_s=args.lock_wait,
                                  legacy_metrics=not args.no_legacy_metrics, runtime_class_name=args.runtime_class_name)
         scheduler = Scheduler(config)
+    except ConfigException as err:
+        print(f"hami scheduler: no usable Kubernetes credentials ({err}); pass --kubeconfig or set $KUBECONFIG, "
+              "or run in a cluster", flush=True)
+        return 2
     except (ValueError, OSError) as err:
         print(f"hami scheduler: {err}", flush=True)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    scheduler.start()
+    try:
+        scheduler.start()
+    except OSError as err:
+        print(f"hami scheduler: cannot listen ({err}); choose another --http-bind or --metrics-bind", flush=True)
+        scheduler.stop()
+        return 2
     stop.wait()
     scheduler.stop()
     return 0

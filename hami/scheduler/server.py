@@ -74,6 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             ready, why = server.ready()
             self._reply(200 if ready else 503, b"ok" if ready else why.encode(), "text/plain")
+        elif path in server.routes:
+            self._error(405, f"{path} takes POST (kube-scheduler's extender protocol)")
         else:
             self._error(404, f"no such path {path}; GET /healthz or /readyz, POST /filter, /prioritize, /bind, "
                              "/webhook")

@@ -172,6 +172,7 @@ def test_readyz_and_healthz(sched: Scheduler) -> None:
 
 
 def test_metrics_show_hami_names_and_the_seed_mig_form(sched: Scheduler) -> None:
+    post(sched, "/filter", args(gpu_pod("m", {"nvidia.com/gpu": "1"}), ["mig-a"]))  # one latency sample
     text = generate_latest(sched.metrics.registry).decode()
     assert 'hami_gpu_memory_limit_bytes{device_index="0",device_type="NVIDIA A10",device_uuid="GPU-c-0"' in text
     assert "# HELP nodeGPUMigInstance GPU Sharing mode. 0 for hami-core, 1 for mig, 2 for mps" in text
@@ -240,3 +241,23 @@ def test_stop_cuts_kept_alive_connections(tmp_path: Path) -> None:
         conn.request("GET", "/healthz")
         conn.getresponse().read()
     api.stop()
+
+
+def test_get_on_a_verb_is_405(sched: Scheduler) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", sched.server.server_address[1], timeout=5)
+    conn.request("GET", "/filter")
+    response = conn.getresponse()
+    assert response.status == 405 and b"POST" in response.read()
+
+
+def test_start_up_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from hami.cli import main
+
+    assert main(["scheduler", "--kubeconfig", str(tmp_path / "missing")]) == 2
+    assert "pass --kubeconfig" in capsys.readouterr().out
+    assert main(["scheduler", "--kubeconfig", "x", "--http-bind", "nonsense"]) == 2
+    assert "--http-bind 'nonsense'" in capsys.readouterr().out
+    bad = tmp_path / "device-config.yaml"
+    bad.write_text("nvidia:\n  deviceSplitCount: -3\n")
+    assert main(["scheduler", "--kubeconfig", "x", "--device-config-file", str(bad)]) == 2
+    assert "deviceSplitCount" in capsys.readouterr().out
