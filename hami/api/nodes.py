@@ -463,8 +463,9 @@ class RealisedInstance:
     compute_instance_id: int
     mig_uuid: str
     state: InstanceState
-    pod: str | None = None  # "<namespace>/<name>", in-use only
+    pod: str | None = None  # "<namespace>/<name>", in-use only (for people)
     since: datetime | None = None  # when it became idle, idle only
+    pod_uid: str | None = None  # the pod's uid, in-use only: the identity that matches an instance to its pod
 
     def __post_init__(self) -> None:
         if not isinstance(self.gpu_uuid, str) or not self.gpu_uuid:
@@ -488,9 +489,13 @@ class RealisedInstance:
                 raise ValueError(f"pod {self.pod!r} is not '<namespace>/<name>'")
             if self.since is not None:
                 raise ValueError("since is only written for idle instances")
+            if self.pod_uid is not None and (not isinstance(self.pod_uid, str) or not self.pod_uid):
+                raise ValueError(f"podUID must be a non-empty string, got {self.pod_uid!r}")
         else:
             if self.pod is not None:
                 raise ValueError("pod is only written for in-use instances")
+            if self.pod_uid is not None:
+                raise ValueError("podUID is only written for in-use instances")
             if self.since is None:
                 raise ValueError("an idle instance needs since (RFC3339 time it became idle)")
             require_aware(self.since, "since")
@@ -507,6 +512,8 @@ class RealisedInstance:
         }
         if self.state is InstanceState.IN_USE:
             out["pod"] = self.pod
+            if self.pod_uid is not None:
+                out["podUID"] = self.pod_uid
         else:
             assert self.since is not None
             out["since"] = format_rfc3339(self.since)
@@ -548,6 +555,7 @@ def decode_node_mig_instances(value: str) -> tuple[RealisedInstance, ...]:
                 state=f.str("state", required=True),
                 pod=f.str("pod") or None,
                 since=since,
+                pod_uid=f.str("podUID") or None,
             )
         )
     instances = tuple(out)

@@ -470,6 +470,9 @@ class Allocator:
             for inst in runtime.values():
                 assert inst.mig_uuid is not None
                 self.state.owners[inst.mig_uuid] = decision.pod_key
+                uid = (decision.pod.get("metadata") or {}).get("uid")
+                if uid:
+                    self.state.owner_uids[inst.mig_uuid] = uid
                 self.state.idle_since.pop(inst.mig_uuid, None)
         if done:
             self.release_lock(decision.pod)

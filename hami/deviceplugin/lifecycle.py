@@ -152,6 +152,7 @@ class Reconciler:
                 instances = self._destroy_expired(instances, owners)
             self.state.instances = instances
         self.state.owners = owners
+        self.state.owner_uids = podlib.instance_owner_uids(pods)
         self._release_stale_lock(annotations, pods)
         plans = plan(gpus, config, cordoned, notes)
         self.state.config = config
@@ -191,7 +192,7 @@ class Reconciler:
 
     def _publish(self, plans: Sequence[GpuPlan], config: NodeConfig) -> None:
         with self.state.lock:
-            inst = realised(self.state.instances, self.state.owners, self.state.idle_since)
+            inst = realised(self.state.instances, self.state.owners, self.state.idle_since, self.state.owner_uids)
         try:
             self.publisher.publish(node_devices(plans, config), inst)
         except KubeError as exc:

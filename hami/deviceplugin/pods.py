@@ -117,6 +117,23 @@ def instance_owners(pods: Iterable[Pod]) -> dict[str, str]:
     return owners
 
 
+def instance_owner_uids(pods: Iterable[Pod]) -> dict[str, str]:
+    """MIG uuid → uid of the live pod its realised reservation belongs to."""
+    out: dict[str, str] = {}
+    for pod in pods:
+        uid = (pod.get("metadata") or {}).get("uid")
+        if not uid or not live(pod):
+            continue
+        try:
+            allocations = mig_allocations(pod)
+        except AnnotationError:
+            continue
+        for allocation in allocations:
+            if allocation.mig_uuid:
+                out[allocation.mig_uuid] = uid
+    return out
+
+
 def unreadable(pods: Iterable[Pod]) -> list[str]:
     """Live pods whose MIG reservations cannot be decoded: the agent must not destroy anything
     while it cannot tell what they use (fail closed, as HAMi's reconciler does)."""

@@ -135,7 +135,8 @@ def node_devices(plans: Iterable[GpuPlan], config: NodeConfig) -> tuple[NodeDevi
 
 
 def realised(instances: Iterable[MigInstance], owners: Mapping[str, str],
-             idle_since: Mapping[str, datetime]) -> tuple[RealisedInstance, ...]:
+             idle_since: Mapping[str, datetime],
+             owner_uids: Mapping[str, str] | None = None) -> tuple[RealisedInstance, ...]:
     """The `hami.io/node-mig-instances` list: every MIG device, in use by which pod or idle since
     when. A GPU instance without a compute instance is not a MIG device and is left out."""
     out = []
@@ -147,7 +148,8 @@ def realised(instances: Iterable[MigInstance], owners: Mapping[str, str],
                       gpu_instance_id=inst.gpu_instance_id, compute_instance_id=inst.compute_instance_id,
                       mig_uuid=inst.mig_uuid)
         if owner is not None:
-            out.append(RealisedInstance(**common, state=InstanceState.IN_USE, pod=owner))
+            out.append(RealisedInstance(**common, state=InstanceState.IN_USE, pod=owner,
+                                        pod_uid=(owner_uids or {}).get(inst.mig_uuid)))
         else:
             out.append(RealisedInstance(**common, state=InstanceState.IDLE, since=idle_since[inst.mig_uuid]))
     return tuple(sorted(out, key=lambda i: (i.gpu_uuid, i.placement.start, i.gpu_instance_id)))

@@ -25,6 +25,7 @@ class AgentState:
     plans: dict[str, GpuPlan] = field(default_factory=dict)  # registered GPUs by uuid
     instances: tuple[MigInstance, ...] = ()  # as last read from NVML
     owners: dict[str, str] = field(default_factory=dict)  # MIG uuid → "<ns>/<pod>" (live pods)
+    owner_uids: dict[str, str] = field(default_factory=dict)  # MIG uuid → that pod's uid
     idle_since: dict[str, datetime] = field(default_factory=dict)  # MIG uuid → when it became idle
     registered: bool = False  # kubelet accepted our Register
     reconciled: bool = False  # the start-up reconciliation finished
@@ -54,6 +55,7 @@ class AgentState:
                 if inst.mig_uuid:
                     self.idle_since.pop(inst.mig_uuid, None)
                     self.owners.pop(inst.mig_uuid, None)
+                    self.owner_uids.pop(inst.mig_uuid, None)
 
     def note_created(self, instance: MigInstance) -> None:
         with self.lock:

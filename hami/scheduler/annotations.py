@@ -141,13 +141,14 @@ def gpu_specs(devices: tuple[codecs.NodeDevice, ...], healthy: bool = True) -> l
 
 def engine_instances(instances: tuple[codecs.RealisedInstance, ...],
                      pod_uids: Mapping[str, str]) -> list[EngineInstance]:
-    """`hami.io/node-mig-instances` for the engine; `pod_uids` maps `<namespace>/<name>` to the
-    pod's uid (in-use instances of pods the cache does not know keep no uid)."""
+    """`hami.io/node-mig-instances` for the engine. An in-use instance is matched to its pod by
+    `podUID`; an agent that writes none (older ones) is matched through `pod_uids`, which maps
+    `<namespace>/<name>` to the uid the cache knows (none for a pod the cache has not seen)."""
     out = []
     for inst in instances:
         in_use = inst.state is codecs.InstanceState.IN_USE
         out.append(EngineInstance(inst.gpu_uuid, inst.profile, inst.placement.start, in_use,
-                                  pod_uids.get(inst.pod or "") if in_use else None, inst.mig_uuid,
+                                  (inst.pod_uid or pod_uids.get(inst.pod or "")) if in_use else None, inst.mig_uuid,
                                   inst.gpu_instance_id, inst.compute_instance_id))
     return out
 

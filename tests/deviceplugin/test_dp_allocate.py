@@ -46,6 +46,7 @@ def test_mig_allocate_creates_the_decided_instance_and_records_it(mig_node) -> N
     assert lock_value(node) is None
     [published] = decode_node_mig_instances(node.node_annotations()[names.NODE_MIG_INSTANCES])
     assert (published.mig_uuid, published.state.value, published.pod) == (allocation.mig_uuid, "in-use", "default/p")
+    assert published.pod_uid == node.pod("p")["metadata"]["uid"]  # the identity the scheduler matches on
 
 
 def test_multi_instance_and_multi_container_pods(mig_node) -> None:
