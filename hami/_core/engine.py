@@ -40,6 +40,7 @@ from hami._core.tables import PolicyTables
 from hami.api.requests import GpuPolicy, Mode, NodePolicy, Request
 from hami.devices import naming
 from hami.devices.config import NvidiaConfig
+from hami.devices.models import GpuModel
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class Engine:
         self._node_ids: dict[str, int] = {}
         self._node_names: list[str] = [""]
         self.state.nodes = 1  # EMPTY_NODE
+        self._models: dict[str, GpuModel] = {}  # registered models the catalog lacks, by type
         self._rows: dict[str, int] = {}  # gpu uuid -> row
         self._row_spec: list[GpuSpec | None] = []
         self._row_node: list[int] = []  # row -> node id (g_node as a list: no numpy scalar per pick)
@@ -220,10 +222,16 @@ class Engine:
                 st.g_kind[r] = S.DEAD
             st.n_first[node], st.n_count[node] = first, len(gpus)
 
+    def register_model(self, model: GpuModel) -> None:
+        """A MIG model the built-in catalog lacks (built from what a node registers): GPUs whose
+        type is its ``nvml_name`` resolve to it from now on."""
+        with self._lock:
+            self._models[model.nvml_name] = model
+
     def _resolve_gpu(self, node: str, g: GpuSpec) -> int:
         """The MIG table model id for a MIG GPU, -1 for hami-core (validates the spec)."""
         if g.mode == GpuMode.MIG:
-            model = naming.find_model(g.type)
+            model = self._models.get(g.type) or naming.find_model(g.type)
             if not model.mig_capable:
                 raise ValueError(
                     f"node {node}: GPU {g.uuid} ({g.type}) cannot run MIG; "

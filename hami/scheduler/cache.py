@@ -35,6 +35,7 @@ from hami._core import Engine
 from hami.api import codecs, names
 from hami.api.errors import AnnotationError
 from hami.scheduler import annotations as A
+from hami.scheduler import models
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class ClusterCache:
         self.nodes_synced = threading.Event()
         self.pods_synced = threading.Event()
         self.annotation_errors = 0
+        self._learned: set[str] = set()  # GPU types whose model was built from a registration
 
     # -- readiness ------------------------------------------------------------------------------
     @property
@@ -181,6 +183,7 @@ class ClusterCache:
                     self.annotation_errors += 1
                     log.warning("node=%s register annotation ignored: %s", name, err)
                     devices = ()
+            self._learn_models(name, devices)
             try:
                 self.engine.upsert_node(name, A.gpu_specs(devices, healthy=not stale))
             except (ValueError, LookupError) as err:
@@ -208,6 +211,18 @@ class ClusterCache:
         if registered or instances != state.instances:
             self._fold_instances(name, instances)
             state.instances = instances
+
+    def _learn_models(self, name: str, devices: tuple[codecs.NodeDevice, ...]) -> None:
+        """MIG GPUs of a type the catalog lacks: build the model from what the agent registered."""
+        for d in devices:
+            if d.is_mig and d.type not in self._learned and not models.is_known(d.type):
+                try:
+                    self.engine.register_model(models.model_from_register(d))
+                except models.UnusableRegistration as err:
+                    log.warning("node=%s: %s", name, err)
+                    continue
+                self._learned.add(d.type)
+                log.info("node=%s: GPU model %s learned from its registration", name, d.type)
 
     def _fold_instances(self, name: str, value: str | None) -> None:
         try:

@@ -62,3 +62,41 @@ def test_an_instance_is_matched_to_its_pod_by_uid_not_by_name() -> None:
     cache.pod_event("upsert", _pod("uid-new"))
     assert engine.reservation("uid-new") is not None
     assert engine.snapshot()["GPU-a-0"]["in_use"] == [("3g.40gb", 4)]
+
+
+def test_a_gpu_model_missing_from_the_catalog_is_built_from_its_registration() -> None:
+    """An invented 4-slice part ('NVIDIA Z9 Hypothetical'): its profiles, slices and placements come
+    only from the agent's migProfiles, and the engine places instances on it."""
+    def prof(name, mib, g, m, starts, flags=()):
+        return codecs.MigProfileInfo(name, mib, -(-g * 100 // 4), g, tuple(codecs.Placement(s, m) for s in starts),
+                                     compute_slices=g, memory_slices=m, flags=flags)
+
+    profiles = (prof("1g.12gb", 12000, 1, 1, (0, 1, 2, 3)), prof("1g.12gb+me", 12000, 1, 1, (0, 1, 2, 3), ("+me",)),
+                prof("2g.24gb", 24000, 2, 2, (0, 2)), prof("4g.48gb", 48000, 4, 4, (0,)))
+    device = codecs.NodeDevice("GPU-z-0", 0, 4, 49152, 100, "NVIDIA Z9 Hypothetical", mode=names.MODE_MIG,
+                               health=True, mig_profiles=profiles)
+    engine = Engine()
+    cache = ClusterCache(engine)
+    cache.node_event("upsert", node_body("z9", [device]))
+    assert cache.has_gpus("z9") and engine.node_names == ["z9"]
+    from hami.api.requests import ContainerRequest, Request
+
+    picks = []
+    for i, mem in enumerate((20000, 12000, 12000)):
+        out = engine.decide_and_reserve(f"p{i}", Request((ContainerRequest("c", 0, False, 1, mem),)), "z9")
+        assert hasattr(out, "containers"), out
+        picks += [(p.profile, p.start) for _c, p in out.picks()]
+    assert picks == [("2g.24gb", 0), ("1g.12gb", 2), ("1g.12gb", 3)]  # 2g x 2 then 1g x 4: the seed's rule
+    full = engine.decide_and_reserve("p9", Request((ContainerRequest("c", 0, False, 1, 12000),)), "z9")
+    assert not hasattr(full, "containers")  # 4 memory slices, all taken
+
+
+def test_a_registration_without_our_fields_is_reported_not_guessed() -> None:
+    old = codecs.MigProfileInfo("1g.12gb", 12000, 25, 1, (codecs.Placement(0, 1),))  # an older agent
+    device = codecs.NodeDevice("GPU-y-0", 0, 4, 49152, 100, "NVIDIA Y1 Unknown", mode=names.MODE_MIG, health=True,
+                               mig_profiles=(old,))
+    engine = Engine()
+    cache = ClusterCache(engine)
+    cache.node_event("upsert", node_body("y1", [device]))
+    assert not cache.has_gpus("y1")  # refused with a logged reason; the node takes no MIG pod
+    assert cache.annotation_errors == 1
