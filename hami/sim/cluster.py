@@ -232,9 +232,11 @@ def node_agent(node: SimNode, kubeconfig: Path) -> AgentProcess:
 
 
 def hami_extender(url: str, *, prioritize: bool = True, http_timeout: float = 30.0) -> ExtenderConfig:
-    """The extender stanza HAMi's chart generates (reference §1.6), plus our prioritize verb."""
+    """The extender stanza HAMi's chart generates (reference §1.6), plus our prioritize verb at weight
+    10 (HAMi's chart: 1). On a real kube-scheduler the in-tree scorers add up to about 10 x 100; at
+    weight 10 our 0-10 score (x 10 x 10) decides among the nodes that fit (docs/scheduler.md)."""
     return ExtenderConfig(url_prefix=url, filter_verb="filter", prioritize_verb="prioritize" if prioritize else "",
-                          bind_verb="bind", weight=1, http_timeout=http_timeout, node_cache_capable=True,
+                          bind_verb="bind", weight=10, http_timeout=http_timeout, node_cache_capable=True,
                           managed_resources=tuple(ManagedResource(r, True) for r in HAMI_MANAGED_RESOURCES))
 
 

@@ -8,7 +8,9 @@ Per pending pod whose `schedulerName` is one of ours (reference §1.3–1.4):
 1. in-tree filters first: node `spec.unschedulable` (unless tolerated), NoSchedule/NoExecute taints
    vs tolerations, `nodeSelector` and required node affinity, and the NodeResourcesFit check for
    extended resources that are not `ignoredByScheduler` (requests of assigned pods vs node
-   allocatable). CPU, memory and pod-count fit are not modelled;
+   allocatable), and PodTopologySpread's `DoNotSchedule` constraints (skew over the domains of
+   the nodes that pass the pod's node affinity; `minDomains`, `matchLabelKeys`). CPU, memory and
+   pod-count fit, inter-pod affinity and every score plugin are not modelled;
 2. each interested extender's `filter` (POST `<urlPrefix>/<filterVerb>`, PascalCase ExtenderArgs,
    `NodeNames` when nodeCacheCapable else a full `Nodes` NodeList), survivors feed the next; an
    `Error` field, a non-200 status or a timeout is a scheduling error (skipped when `ignorable`);
@@ -255,6 +257,64 @@ def _affinity_matches(pod: dict[str, Any], node: dict[str, Any]) -> bool:
         and all(_expression_matches(e, labels) for e in t.get("matchExpressions") or [])
         and all(_expression_matches(e, fields) for e in t.get("matchFields") or [])
         for t in terms)
+
+
+def _selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector; a missing one matches nothing (as PodTopologySpread reads it)."""
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    return all(_expression_matches(e, labels) for e in selector.get("matchExpressions") or [])
+
+
+class _TopologySpread:
+    """PodTopologySpread's filter for the pod's `DoNotSchedule` constraints: a node passes when, for
+    each constraint, placing the pod there keeps (matching pods in its domain + the pod itself) −
+    (the least such count over all domains) within `maxSkew`. Domains are the values of the
+    topology key on the nodes that pass the pod's node affinity and carry every constraint's key;
+    pods counted are the pod's namespace's, bound there, neither terminating nor finished."""
+
+    def __init__(self, pod: dict[str, Any], nodes: list[dict[str, Any]], assigned: list[dict[str, Any]]) -> None:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        self.constraints = []
+        for c in (pod.get("spec") or {}).get("topologySpreadConstraints") or []:
+            if c.get("whenUnsatisfiable", "DoNotSchedule") != "DoNotSchedule":
+                continue
+            selector = dict(c.get("labelSelector") or {}) if c.get("labelSelector") is not None else None
+            if selector is not None and c.get("matchLabelKeys"):
+                extra = [{"key": k, "operator": "In", "values": [labels[k]]}
+                         for k in c["matchLabelKeys"] if k in labels]
+                selector["matchExpressions"] = [*(selector.get("matchExpressions") or []), *extra]
+            self.constraints.append((c["topologyKey"], int(c.get("maxSkew", 1)), int(c.get("minDomains") or 1),
+                                     selector, _selector_matches(selector, labels)))
+        keys = {key for key, *_ in self.constraints}
+        eligible = {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in nodes
+                    if _affinity_matches(pod, n) and keys <= set(n["metadata"].get("labels") or {})}
+        self.counts: list[Counter[str]] = []
+        for key, _skew, _min, selector, _self in self.constraints:
+            counts = Counter({labels_[key]: 0 for labels_ in eligible.values()})
+            for other in assigned:
+                other_meta = other.get("metadata") or {}
+                if (other_meta.get("namespace") != meta.get("namespace") or other_meta.get("deletionTimestamp")
+                        or (other.get("status") or {}).get("phase") in ("Succeeded", "Failed")):
+                    continue
+                node_labels = eligible.get((other.get("spec") or {}).get("nodeName", ""))
+                if node_labels is not None and _selector_matches(selector, other_meta.get("labels") or {}):
+                    counts[node_labels[key]] += 1
+            self.counts.append(counts)
+
+    def reason(self, node: dict[str, Any]) -> str | None:
+        labels = node["metadata"].get("labels") or {}
+        for (key, max_skew, min_domains, _selector, self_match), counts in zip(self.constraints, self.counts,
+                                                                              strict=True):
+            if key not in labels:
+                return "node(s) didn't match pod topology spread constraints (missing required label)"
+            least = min(counts.values()) if len(counts) >= min_domains else 0
+            if counts[labels[key]] + int(self_match) - least > max_skew:
+                return "node(s) didn't match pod topology spread constraints"
+        return None
 
 
 def pod_requests(pod: dict[str, Any]) -> dict[str, int]:
@@ -529,12 +589,15 @@ class KubeScheduler:
         tolerations = spec.get("tolerations") or []
         ignored = {m.name for e in extenders for m in e.config.managed_resources if m.ignored_by_scheduler}
         wanted = {r: n for r, n in pod_requests(pod).items() if _is_extended(r) and r not in ignored and n > 0}
+        spreads = any((c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule")
+                      for c in spec.get("topologySpreadConstraints") or [])
+        assigned = self.store.list("pods", field_selector="spec.nodeName!=")["items"] if wanted or spreads else []
         used: dict[str, Counter[str]] = {}
-        if wanted:
-            for other in self.store.list("pods", field_selector="spec.nodeName!=")["items"]:
-                if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                    continue
-                used.setdefault(other["spec"]["nodeName"], Counter()).update(pod_requests(other))
+        for other in assigned if wanted else ():
+            if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            used.setdefault(other["spec"]["nodeName"], Counter()).update(pod_requests(other))
+        spread = _TopologySpread(pod, nodes, assigned) if spreads else None
         feasible, reasons = [], {}
         for node in nodes:
             name = node["metadata"]["name"]
@@ -557,6 +620,10 @@ class KubeScheduler:
                      if n + used.get(name, Counter())[r] > quantity_value(allocatable.get(r, "0"))]
             if short:
                 reasons[name] = f"Insufficient {sorted(short)[0]}"
+                continue
+            skewed = spread.reason(node) if spread is not None else None
+            if skewed:
+                reasons[name] = skewed
                 continue
             feasible.append(node)
         return feasible, reasons

@@ -1,5 +1,5 @@
-"""One real control plane for the session (etcd, kube-apiserver, kube-scheduler), its extender
-pointed at a test extender, started once and shared by every test in tests/realkube.
+"""The session's real control plane (etcd, kube-apiserver, kube-scheduler; tests/realkube/session.py),
+its extender pointed at a test extender for the tests here.
 
 Binaries come from `make kube`. When they are missing the tests skip, loudly, naming the build
 log; with HAMI_REQUIRE_REAL_KUBE=1 (CI that must exercise the real plane) they fail instead.
@@ -8,22 +8,20 @@ Logs and certificates are deleted after a clean run and kept (path printed) afte
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from hami.sim.cluster import hami_extender
-from hami.sim.kubescheduler import SchedulerConfig
-from hami.sim.realkube import BinariesMissing, RealPlane, find_binaries
+from hami.sim.realkube import RealPlane
+from tests.realkube import session
 from tests.realkube.extender import TestExtender
 
-SCHEDULER_NAME = "hami-scheduler"
-_failed: list[str] = []
+SCHEDULER_NAME = session.SCHEDULER_NAME
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,26 +29,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if here in item.path.parents:
-            item.add_marker(pytest.mark.realkube)
-            item.add_marker(pytest.mark.xdist_group("realkube"))
+            for mark in session.REAL_MARKS:
+                item.add_marker(mark)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     report = yield
     if report.failed and "realkube" in item.keywords:
-        _failed.append(item.nodeid)
+        session.note_failure(item.config, item.nodeid)
     return report
-
-
-@pytest.fixture(scope="session")
-def kube_binaries():
-    try:
-        return find_binaries()
-    except BinariesMissing as exc:
-        if os.environ.get("HAMI_REQUIRE_REAL_KUBE") == "1":
-            pytest.fail(f"HAMI_REQUIRE_REAL_KUBE=1 but {exc}")
-        pytest.skip(f"REAL-PLANE TESTS SKIPPED: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -61,37 +49,31 @@ def extender() -> Iterator[TestExtender]:
 
 
 @pytest.fixture(scope="session")
-def plane(kube_binaries, extender: TestExtender, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPlane]:
-    workdir = tmp_path_factory.mktemp("realkube")
-    # as the embedded plane's default: `default-scheduler` pods are served too (by a second kube-scheduler)
-    config = SchedulerConfig(scheduler_name=SCHEDULER_NAME, extenders=(hami_extender(extender.url),),
-                             default_profile=True)
-    real = RealPlane(workdir, scheduler=config, binaries=kube_binaries).start()
+def _real_plane(request: pytest.FixtureRequest, extender: TestExtender,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPlane]:
+    real = session.acquire(request.config, tmp_path_factory)
     extender.api = real.api_client(real.kubeconfig("hami"))
     try:
         yield real
     finally:
         extender.api.close()
-        real.stop()
-        _assert_gone(real)
-        if _failed:
-            print(f"\nreal-plane logs kept in {workdir / 'logs'} (failed: {', '.join(_failed)})")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _assert_gone(real: RealPlane) -> None:
-    """Clean stop: every process reaped, the API server's port closed."""
-    alive = [name for name, proc in real.processes.items() if proc.running()]
-    assert not alive, f"still running after stop(): {alive}"
-    port = int(real.server.rsplit(":", 1)[1])
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0, f"kube-apiserver port {port} still open after stop()"
+        session.release(request.config)
 
 
 @pytest.fixture
-def namespace(plane: RealPlane) -> str:
-    """A fresh namespace (with its default ServiceAccount) per test."""
+def plane(_real_plane: RealPlane, extender: TestExtender) -> RealPlane:
+    """The shared plane, its kube-scheduler calling the test extender (restarted only if another suite
+    pointed it elsewhere)."""
+    config = dataclasses.replace(_real_plane.scheduler, extenders=(hami_extender(extender.url),))
+    _real_plane.use_scheduler(config)
+    return _real_plane
+
+
+@pytest.fixture
+def namespace(plane: RealPlane) -> Iterator[str]:
+    """A fresh namespace (with its default ServiceAccount) per test; its pods are deleted after it
+    (at once: no kubelet confirms), so none is left pending for the next suite's extender."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     plane.namespace(name)
-    return name
+    yield name
+    k8s.CoreV1Api(plane.admin()).delete_collection_namespaced_pod(name, grace_period_seconds=0)

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from hami.sim.cluster import HAMI_MANAGED_RESOURCES, hami_extender
 from hami.sim.kubescheduler import ExtenderConfig, SchedulerConfig
-from hami.sim.realkube import BinariesMissing, find_binaries, kube_scheduler_configuration
+from hami.sim.realkube import BinariesMissing, RealPlane, find_binaries, kube_scheduler_configuration
 from hami.sim.realkube.pki import Pki
 
 
@@ -30,7 +30,7 @@ def test_scheduler_configuration_is_the_chart_stanza() -> None:
     assert ext["urlPrefix"] == "https://127.0.0.1:443"
     assert ext["enableHTTPS"] is True and ext["tlsConfig"] == {"insecure": True}
     assert (ext["filterVerb"], ext["prioritizeVerb"], ext["bindVerb"]) == ("filter", "prioritize", "bind")
-    assert ext["nodeCacheCapable"] is True and ext["httpTimeout"] == "30s" and ext["weight"] == 1
+    assert ext["nodeCacheCapable"] is True and ext["httpTimeout"] == "30s" and ext["weight"] == 10
     assert ext["managedResources"] == [{"name": r, "ignoredByScheduler": True} for r in HAMI_MANAGED_RESOURCES]
     assert yaml.safe_load(yaml.safe_dump(doc)) == doc
 
@@ -76,3 +76,13 @@ def test_missing_binaries_say_how_to_build(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "v1.99.0" / "build.log").write_text("go: network unreachable\n")
     with pytest.raises(BinariesMissing, match=str(tmp_path / "v1.99.0" / "build.log")):
         find_binaries()
+
+
+def test_use_scheduler_keeps_what_is_fixed_at_start(tmp_path: Path) -> None:
+    """A suite may swap the extender of a shared plane, not the scheduler's name or its default profile."""
+    plane = RealPlane(tmp_path, scheduler=SchedulerConfig(scheduler_name="hami-scheduler", default_profile=True))
+    assert plane.use_scheduler(plane.scheduler) is False  # the same: nothing restarts (nothing is running)
+    with pytest.raises(ValueError, match="scheduler_name is fixed"):
+        plane.use_scheduler(SchedulerConfig(scheduler_name="other", default_profile=True))
+    with pytest.raises(ValueError, match="default_profile is fixed"):
+        plane.use_scheduler(SchedulerConfig(scheduler_name="hami-scheduler", default_profile=False))

@@ -1,14 +1,16 @@
-"""The full path through the local control plane: pod → our webhook (over TLS, called by the API
-server) → kube-scheduler → our /filter, /prioritize, /bind → annotations a node agent can act on."""
+"""The full path, on our embedded control plane and on the real one (the same tests, `both_planes`):
+pod → our webhook (over TLS, called by the API server through a MutatingWebhookConfiguration) →
+kube-scheduler → our /filter, /prioritize, /bind → annotations a node agent acts on → the scripted
+agent's Allocate. Where the planes disagree, the embedded one is wrong (docs/local-control-plane.md)."""
 
 from __future__ import annotations
 
 import threading
 
-from kubernetes import client
-
 from hami.api import codecs, names
-from tests.scheduler.conftest import A10, Plane, devices, gpu_pod, wait_for
+from tests.scheduler.conftest import A10, Plane, both_planes, devices, gpu_pod, wait_for
+
+pytestmark = both_planes
 
 
 def _ann(plane: Plane, name: str) -> dict[str, str]:
@@ -30,6 +32,9 @@ def test_a_mig_pod_goes_through_webhook_filter_prioritize_and_bind(plane: Plane)
     assert entry[0].uuid == allocation.gpu_uuid and entry[0].memory_mib > 19000
     assert plane.pod("trainer")["metadata"]["labels"][names.VGPU_NODE] == "mig-a"
     wait_for(lambda: _ann(plane, "trainer").get(names.BIND_PHASE) == names.BIND_PHASE_SUCCESS)
+    registry = plane.scheduler.metrics.registry
+    assert registry.get_sample_value("hami_scheduler_mig_instances_decided_total", {"action": "created"}) == 1
+    assert registry.get_sample_value("hami_scheduler_decisions_total", {"kind": "mig"}) == 1
 
 
 def test_hami_core_mode_less_and_multi_container_pods(plane: Plane) -> None:
@@ -69,8 +74,7 @@ def test_a_pod_placed_by_hami_v29_is_accounted(plane: Plane) -> None:
                                       pod="legacy-ns/legacy")]
     plane.add_node("mig-a", devs, **{names.NODE_MIG_INSTANCES: codecs.encode_node_mig_instances(report)})
     # it was running before the switch: created where our webhook does not look (it would deny a preset nodeName)
-    client.CoreV1Api(plane.kube.api_client).create_namespace(
-        {"metadata": {"name": "legacy-ns", "labels": {"hami.io/webhook": "ignore"}}})
+    plane.namespace("legacy-ns", {"hami.io/webhook": "ignore"})
     legacy = gpu_pod("legacy", {"nvidia.com/gpu": "1"})
     legacy["metadata"]["annotations"] = {names.VGPU_NODE: "mig-a", names.BIND_PHASE: "success",
                                          names.VGPU_DEVICES_ALLOCATED: "GPU-a-0[3-0],NVIDIA,81920,100:;"}
@@ -149,3 +153,111 @@ def _check_no_overcommit(plane: Plane, pods: list[str]) -> None:
     for gpu, mem in core_mem.items():
         assert mem <= 23028, f"{gpu}: {mem} MiB over-committed"
         assert core_tasks[gpu] <= 10
+
+
+def _zone(zone: str) -> dict[str, str]:
+    return {"topology.kubernetes.io/zone": zone}
+
+
+def test_required_node_affinity_and_our_filter_agree(plane: Plane) -> None:
+    """kube-scheduler's NodeAffinity filters before us; we pick among what is left."""
+    plane.add_node("mig-a", devices("a", 1), labels=_zone("a"))
+    plane.add_node("mig-b", devices("b", 1), labels=_zone("b"))
+    plane.add_node("core-b", devices("c", 1, A10), labels=_zone("b"))
+    mig = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10000"}
+    plane.create(gpu_pod("first", mig, annotations={names.VGPU_MODE: "mig"},
+                         nodeSelector={"kubernetes.io/hostname": "mig-a"}))
+    plane.wait_bound("first")
+    # binpack alone would put the next MIG pod beside `first`, on mig-a
+    plane.create(gpu_pod("packed", mig, annotations={names.VGPU_MODE: "mig"}))
+    plane.wait_bound("packed")
+    assert plane.bound("packed") == "mig-a"
+    # zone b only: core-b passes kube-scheduler's affinity but not our MIG filter; mig-b passes both
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]}]}}}
+    plane.create(gpu_pod("pinned", mig, annotations={names.VGPU_MODE: "mig"}, affinity=affinity))
+    plane.wait_bound("pinned")
+    assert plane.bound("pinned") == "mig-b"
+    # and where they cannot agree the pod waits, saying why on each side
+    plane.create(gpu_pod("nowhere", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"},
+                         annotations={names.VGPU_MODE: "hami-core"}, affinity={"nodeAffinity": {
+                             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                                 {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
+                                                        "values": ["mig-a", "mig-b"]}]}]}}}))
+    message = wait_for(lambda: plane.unschedulable("nowhere"), what="nowhere unschedulable")
+    assert "affinity" in message and "GPU mode does not match" in message, message
+    assert not plane.bound("nowhere")
+
+
+def test_topology_spread_and_binpack_agree(plane: Plane) -> None:
+    """A DoNotSchedule zone spread outvotes our binpack preference; unconstrained pods still pack."""
+    plane.add_node("mig-a", devices("a", 1), labels=_zone("a"))
+    plane.add_node("mig-b", devices("b", 1), labels=_zone("b"))
+    small = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10000"}
+    for i in range(2):
+        plane.create(gpu_pod(f"packed-{i}", small))
+        plane.wait_bound(f"packed-{i}")
+    assert plane.bound("packed-0") == plane.bound("packed-1")  # binpack: together
+    spread = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+               "labelSelector": {"matchLabels": {"app": "spread"}}}]
+    pods = [f"spread-{i}" for i in range(4)]
+    for name in pods:
+        plane.create(gpu_pod(name, small, labels={"app": "spread"}, topologySpreadConstraints=spread))
+    plane.wait_bound(*pods)
+    zones = sorted(plane.bound(p)[-1] for p in pods)
+    assert zones == ["a", "a", "b", "b"], {p: plane.bound(p) for p in pods}
+
+
+def test_a_node_whose_agent_stops_gets_no_new_pods_until_it_reports_again(plane: Plane) -> None:
+    plane.restart_scheduler(handshake_timeout_s=2.0)
+    plane.agent.handshake_every = 0.3
+    plane.add_node("mig-a", devices("a", 1))
+    plane.add_node("mig-b", devices("b", 1))
+    small = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10000"}
+    plane.create(gpu_pod("before", small, nodeSelector={"kubernetes.io/hostname": "mig-a"}))
+    plane.wait_bound("before")
+    wait_for(lambda: plane.pod("before")["metadata"]["annotations"].get(names.BIND_PHASE) == names.BIND_PHASE_SUCCESS,
+             what="`before` allocated")
+
+    plane.agent.stop_node("mig-a")  # its handshake ages past 2 s: the scheduler marks its GPUs unhealthy
+    probe = gpu_pod("probe", small)
+    wait_for(lambda: "mig-a" in (plane.filter(probe, "mig-a")["FailedNodes"] or {}), 20,
+             "mig-a rejected by /filter")
+    plane.create(gpu_pod("after", small))  # binpack would choose mig-a, beside `before`
+    plane.wait_bound("after")
+    assert plane.bound("after") == "mig-b"
+    plane.create(gpu_pod("pinned", small, nodeSelector={"kubernetes.io/hostname": "mig-a"}))
+    message = wait_for(lambda: plane.unschedulable("pinned"), what="pinned unschedulable")
+    assert "unhealthy" in message, message
+    assert plane.pod("before")["spec"]["nodeName"] == "mig-a"  # running pods are not touched
+
+    plane.agent.serve("mig-a")  # the agent is back: the next handshake makes the node usable again
+    plane.wait_bound("pinned", timeout=30)
+    assert plane.bound("pinned") == "mig-a"
+
+
+def test_the_real_node_agent_runs_mig_hami_core_and_mode_less_pods(plane: Plane) -> None:
+    """Our node agent (`hami device-plugin` over the simulated NVML) behind a simulated kubelet, in
+    place of the scripted one: registration, Allocate in bind order, the MIG instance created, Running."""
+    plane.add_sim_node("(1 x A100-SXM4-80GB, mode=mig, name=gpu)")
+    plane.add_sim_node("(1 x A10, mode=hami-core, name=core)")
+    plane.create(gpu_pod("mig", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "20000"},
+                         annotations={names.VGPU_MODE: "mig"}))
+    plane.create(gpu_pod("shared", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000", "nvidia.com/gpucores": "30"},
+                         annotations={names.VGPU_MODE: "hami-core"}))
+    plane.create(gpu_pod("any", {"nvidia.com/gpumem": "10000"}))
+    pods = ("mig", "shared", "any")
+    wait_for(lambda: all((plane.pod(p).get("status") or {}).get("phase") in ("Running", "Failed") for p in pods),
+             60, "the pods started by their kubelets")
+    for name in pods:
+        pod = plane.pod(name)
+        assert pod["status"]["phase"] == "Running", (name, pod["status"].get("message"))
+        assert pod["metadata"]["annotations"][names.BIND_PHASE] == names.BIND_PHASE_SUCCESS
+    assert (plane.bound("mig"), plane.bound("shared"), plane.bound("any")) == ("gpu-0", "core-0", "gpu-0")
+    for name in ("mig", "any"):
+        (allocation,) = codecs.decode_mig_allocations(_ann(plane, name)[names.VGPU_MIG_ALLOCATIONS])
+        assert allocation.realised, (name, allocation)
+    node = plane.kube.get("nodes", "gpu-0")["metadata"]["annotations"]
+    realised = codecs.decode_node_mig_instances(node[names.NODE_MIG_INSTANCES])
+    assert sorted(i.pod for i in realised if i.state == codecs.InstanceState.IN_USE) == ["default/any", "default/mig"]
+    assert names.NODE_LOCK not in node  # the agent released it after Allocate

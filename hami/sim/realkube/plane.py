@@ -189,6 +189,24 @@ class RealPlane:
         proc.kill() if kill else proc.stop()
         self._start_with_ports("kube-scheduler", lambda: self._kube_scheduler(self.scheduler))
 
+    def use_scheduler(self, config: SchedulerConfig) -> bool:
+        """Serve `config` (extenders, backoffs) from the extender-facing kube-scheduler, restarting it
+        (about a second) only when it differs from the running one; True when it restarted. Lets
+        several test suites share one plane, each with its own extender.
+
+        The scheduler name and `default_profile` are fixed at start: the Lease RBAC names the former,
+        the second kube-scheduler is the latter."""
+        if config == self.scheduler:
+            return False
+        for what, now, wanted in (("scheduler_name", self.scheduler.scheduler_name, config.scheduler_name),
+                                  ("default_profile", self.scheduler.default_profile, config.default_profile)):
+            if now != wanted:
+                raise ValueError(f"use_scheduler: {what} is fixed when the plane starts ({now!r}, asked {wanted!r}); "
+                                 "start another RealPlane for it")
+        self.scheduler = config
+        self.restart_scheduler()
+        return True
+
     # ------------------------------------------------------------------------------------------
     # what a cluster's installer and controllers would have created
 
