@@ -8,14 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 from hami.api import codecs, names
 from hami.scheduler.binder import BindError
-from tests.scheduler.conftest import Plane, devices, gpu_pod, wait_for
+from tests.scheduler.conftest import Plane, both_planes, devices, gpu_pod, wait_for
+
+pytestmark = both_planes
 
 
 def _created(plane: Plane, name: str, mem: str = "10000") -> dict:
     pod = gpu_pod(name, {"nvidia.com/gpu": "1", "nvidia.com/gpumem": mem})
     pod["spec"]["schedulerName"] = "nobody"  # keep kube-scheduler out: the test binds by hand
-    pod["metadata"]["namespace"] = "default"
-    return plane.api.store.create("pods", "default", pod)
+    return plane.create(pod)
 
 
 def _bind(plane: Plane, pod: dict, node: str) -> None:
