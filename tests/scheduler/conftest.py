@@ -443,3 +443,30 @@ def _empty_cluster(kube: Kube) -> None:
     core.delete_collection_node(label_selector=E2E_LABEL)
     wait_for(lambda: not kube.list("pods") and not kube.list("nodes", label_selector=E2E_LABEL), 30,
              "the real plane emptied")
+
+
+RUNNER_MIG_UUID = "MIG-00000000-0000-0000-0000-000000000002"
+
+
+@contextlib.contextmanager
+def local_scheduler(tmp: Path, **config: Any) -> Iterator[Scheduler]:
+    """Our API server holding two nodes (mig-a: 2 A100s, one running a 3g.40gb@4 instance for
+    default/runner; core-a: 2 A10s) and a started, synced `hami scheduler` over plain HTTP."""
+    api = ApiServer().start()
+    kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
+    kube = Kube.connect(kubeconfig)
+    report = [codecs.RealisedInstance("GPU-a-0", "3g.40gb", codecs.Placement(4, 4), 2, 0, RUNNER_MIG_UUID,
+                                      codecs.InstanceState.IN_USE, pod="default/runner")]
+    kube.create("nodes", node_body("mig-a", devices("a", 2),
+                                   **{names.NODE_MIG_INSTANCES: codecs.encode_node_mig_instances(report)}))
+    kube.create("nodes", node_body("core-a", devices("c", 2, A10)))
+    options = {"http_bind": "127.0.0.1:0", "metrics_bind": "127.0.0.1:0", **config}
+    scheduler = Scheduler(SchedulerConfig(kubeconfig=str(kubeconfig), **options)).start()
+    try:
+        wait_for(lambda: scheduler.ready()[0] and scheduler.cache.has_gpus("core-a")
+                 and scheduler.cache.has_gpus("mig-a"), what="scheduler ready")
+        yield scheduler
+    finally:
+        scheduler.stop()
+        kube.close()
+        api.stop()

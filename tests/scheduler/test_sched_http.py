@@ -18,33 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from hami.api import codecs, names
-from hami.k8s import Kube
 from hami.scheduler.app import Scheduler, SchedulerConfig
 from hami.scheduler.extender import extender_score
 from hami.sim.apiserver import ApiServer
-from tests.scheduler.conftest import A10, devices, gpu_pod, node_body, wait_for
+from tests.scheduler.conftest import gpu_pod, local_scheduler, wait_for
 
 
 @pytest.fixture(scope="module")
 def sched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduler]:
-    tmp = tmp_path_factory.mktemp("sched")
-    api = ApiServer().start()
-    kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
-    kube = Kube.connect(kubeconfig)
-    report = [codecs.RealisedInstance("GPU-a-0", "3g.40gb", codecs.Placement(4, 4), 2, 0,
-                                      "MIG-00000000-0000-0000-0000-000000000002", codecs.InstanceState.IN_USE,
-                                      pod="default/runner")]
-    kube.create("nodes", node_body("mig-a", devices("a", 2),
-                                   **{names.NODE_MIG_INSTANCES: codecs.encode_node_mig_instances(report)}))
-    kube.create("nodes", node_body("core-a", devices("c", 2, A10)))
-    scheduler = Scheduler(SchedulerConfig(kubeconfig=str(kubeconfig), http_bind="127.0.0.1:0",
-                                          metrics_bind="127.0.0.1:0")).start()
-    wait_for(lambda: scheduler.ready()[0] and scheduler.cache.has_gpus("core-a"), what="scheduler ready")
-    yield scheduler
-    scheduler.stop()
-    kube.close()
-    api.stop()
+    with local_scheduler(tmp_path_factory.mktemp("sched")) as scheduler:
+        yield scheduler
 
 
 def post(s: Scheduler, path: str, body: Any, conn: http.client.HTTPConnection | None = None):

@@ -16,11 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hami.api import codecs, names
-from hami.k8s import Kube
-from hami.scheduler.app import Scheduler, SchedulerConfig
-from hami.sim.apiserver import ApiServer
-from tests.scheduler.conftest import devices, node_body, wait_for
+from tests.scheduler.conftest import RUNNER_MIG_UUID, local_scheduler, wait_for
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("prometheus") and shutil.which("promtool")),
@@ -40,23 +36,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def metrics_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("prom")
-    api = ApiServer().start()
-    kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
-    kube = Kube.connect(kubeconfig)
-    report = [codecs.RealisedInstance("GPU-a-0", "3g.40gb", codecs.Placement(4, 4), 2, 0,
-                                      "MIG-00000000-0000-0000-0000-00000000000a", codecs.InstanceState.IN_USE,
-                                      pod="default/runner")]
-    kube.create("nodes", node_body("mig-a", devices("a", 1),
-                                   **{names.NODE_MIG_INSTANCES: codecs.encode_node_mig_instances(report)}))
     port = _free_port()
-    scheduler = Scheduler(SchedulerConfig(kubeconfig=str(kubeconfig), http_bind="127.0.0.1:0",
-                                          metrics_bind=f"127.0.0.1:{port}")).start()
-    wait_for(lambda: scheduler.ready()[0] and scheduler.cache.has_gpus("mig-a"), what="scheduler ready")
-    yield f"http://127.0.0.1:{port}/metrics"
-    scheduler.stop()
-    kube.close()
-    api.stop()
+    with local_scheduler(tmp_path_factory.mktemp("prom"), metrics_bind=f"127.0.0.1:{port}"):
+        yield f"http://127.0.0.1:{port}/metrics"
 
 
 def test_promtool_finds_no_problem_in_our_families(metrics_url: str) -> None:
@@ -87,7 +69,7 @@ def test_a_real_prometheus_scrapes_the_realised_instances(metrics_url: str, tmp_
 
         (sample,) = wait_for(query, 60, "Prometheus to scrape the scheduler")
         labels = sample["metric"]
-        assert labels["mig_uuid"] == "MIG-00000000-0000-0000-0000-00000000000a"
+        assert labels["mig_uuid"] == RUNNER_MIG_UUID
         assert labels["profile"] == "3g.40gb" and labels["placement_start"] == "4" and labels["node"] == "mig-a"
         assert sample["value"][1] == "1"
     finally:
