@@ -95,6 +95,9 @@ def _simulate_parser(sub) -> None:
                         "or ../shared/traces/openb-gpu-v2023/csv)")
     common.add_argument("--out", default="sim-results", help="folder for CSV and PNG files (default sim-results)")
     common.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    common.add_argument("--node-choice", default="extender", choices=("extender", "exact"),
+                        help="kube-scheduler's node choice: 'extender' (default) ranks nodes by the extender's "
+                        "0-10 scores, (score*10+50)//100; 'exact' by the engine's 0-100 scores")
     fill = kinds.add_parser("fillup", parents=[common], help="the FGD fill-up protocol (no departures)")
     fill.add_argument("--trace", default="default", help="pod list: default, gpushare40, multigpu30, … or a path")
     fill.add_argument("--seeds", default="42-51", help="seeds, e.g. 42-51 (default) or 1,2,3")
@@ -126,7 +129,7 @@ def _simulate(args) -> int:
         console.print(f"[dim]{simulate.NOTE}[/]")
         if args.protocol == "fillup":
             summaries, results = simulate.simulate_fillup(args.trace, policies, seeds, args.model, trace_dir,
-                                                          workers)
+                                                          workers, args.node_choice)
             console.print(simulate.fillup_table(summaries))
             files = simulate.write_fillup(out, summaries, results)
         else:
@@ -135,7 +138,8 @@ def _simulate(args) -> int:
             if args.arrivals < 10 or args.nodes < 1 or args.gpus_per_node < 1:
                 raise ValueError("--arrivals must be at least 10, --nodes and --gpus-per-node at least 1")
             summaries, results = simulate.simulate_online(mixes, loads, policies, seeds, trace_dir, args.arrivals,
-                                                          args.nodes, args.gpus_per_node, args.model, workers)
+                                                          args.nodes, args.gpus_per_node, args.model, workers,
+                                                          args.node_choice)
             console.print(simulate.online_table(summaries))
             files = simulate.write_online(out, summaries, results)
     except (ValueError, traces.TraceError, LookupError) as err:

@@ -19,6 +19,8 @@ cdef enum:
     MAX_NODE_GPUS = 64
     MAX_SLOTS = 32
     FRAGMENTATION_AWARE = 0
+    HAMI_LEGACY = 1
+    HAMI_V210 = 2
     FIRST_FIT = 3
     BEST_FIT = 4
 
@@ -40,12 +42,18 @@ cdef enum:
     R_NODE_TOO_SMALL = 1 << 14
 
 cdef int64_t WEIGHT_SCALE = _S.WEIGHT_SCALE
+cdef int64_t COST_CAP = _S.COST_CAP
+cdef int64_t TIE = _S.TIE
+cdef int TIE_BITS = _S.TIE_BITS
+cdef int64_t MIG_FIRST = _S.MIG_FIRST
 cdef int SEARCH_BUDGET = _S.SEARCH_BUDGET
 cdef uint32_t RESOLVABLE_BITS = <uint32_t>int(_RESOLVABLE)
 
 assert _S.MAX_NODE_GPUS == MAX_NODE_GPUS
 assert _S.POLICY_IDS["fragmentation-aware"] == FRAGMENTATION_AWARE
 assert _S.POLICY_IDS["first-fit"] == FIRST_FIT and _S.POLICY_IDS["best-fit"] == BEST_FIT
+assert _S.POLICY_IDS["hami-legacy"] == HAMI_LEGACY and _S.POLICY_IDS["hami-v2.10"] == HAMI_V210
+assert set(_S.IDLE_BLIND) == {FIRST_FIT, HAMI_LEGACY, HAMI_V210}
 assert set(_S.JOINT_POLICIES) == {FRAGMENTATION_AWARE, FIRST_FIT, BEST_FIT}
 
 
@@ -162,6 +170,7 @@ cdef class Kernels:
     cdef int8_t[::1] used_memory
     cdef uint32_t[:, ::1] slot_mask
     cdef int8_t[:, ::1] slot_compute
+    cdef int8_t[:, ::1] slot_profile
     cdef int16_t[:, ::1] slot_rank
     cdef int32_t[:, ::1] add
     cdef int32_t[:, ::1] remove
@@ -172,6 +181,7 @@ cdef class Kernels:
     cdef uint32_t[::1] slotset
     cdef uint32_t[::1] occupied
     cdef int8_t[::1] used_compute
+    cdef int16_t[:, ::1] tie
     cdef int16_t[::1] usage_pm_of
     cdef int64_t[:, ::1] wg
     cdef int64_t[:, ::1] bcost
@@ -206,6 +216,7 @@ cdef class Kernels:
         self.used_memory = tb.used_memory
         self.slot_mask = tb.slot_mask
         self.slot_compute = tb.slot_compute
+        self.slot_profile = tb.slot_profile
         self.slot_rank = tb.slot_rank
         self.add = tb.add
         self.remove = tb.remove
@@ -216,6 +227,7 @@ cdef class Kernels:
         self.slotset = tb.slotset
         self.occupied = tb.occupied
         self.used_compute = tb.used_compute
+        self.tie = tb.tie
         self.usage_pm_of = tb.usage_pm
         self.wg = dyn.wg
         self.bcost = dyn.bcost
@@ -260,10 +272,11 @@ cdef class Kernels:
         if self.policy == FRAGMENTATION_AWARE:
             for p in range(self.n_profiles[m]):
                 loss += self.wg[m, p] * (<int64_t>self.cnt[layout, p] - <int64_t>self.cnt[after, p])
-            return loss
+            return (loss << TIE_BITS) + self.tie[layout, k]
         if self.policy == BEST_FIT:
-            return (<int64_t>self.slot_compute[m, k] * 16 + <int64_t>self.compute_slices[m]
-                    - <int64_t>self.used_compute[after])
+            return (<int64_t>self.slot_profile[m, k] * 32 + <int64_t>self.compute_slices[m]
+                    - <int64_t>self.used_compute[after] + <int64_t>self.memory_slices[m]
+                    - <int64_t>self.used_memory[after])
         return 0
 
     cdef inline int64_t usage_pm(self, int r, int inuse, int64_t used_mem) noexcept nogil:
@@ -305,8 +318,9 @@ cdef class Kernels:
         return 0
 
     cdef inline int64_t reuse(self, int m, int idle, int k) noexcept nogil:
-        if self.policy == FIRST_FIT or (self.slotset[idle] >> k) & 1:
-            return 0  # first-fit: the first GPU and slot, reuse or not
+        if (self.policy == FIRST_FIT or self.policy == HAMI_LEGACY or self.policy == HAMI_V210
+                or (self.slotset[idle] >> k) & 1):
+            return 0  # first-fit and HAMi's baselines: their own slot, reuse or not
         if self.occupied[idle] & self.slot_mask[m, k]:
             return 2
         return 1
@@ -836,23 +850,32 @@ cdef class Kernels:
         return True
 
     cdef inline int64_t score(self, Req* rq, int64_t cost, int64_t pack, bint on_core) noexcept nogil:
+        """reference.Kernels._score: the placement's fine rank."""
         cdef int64_t s = self.placement_score(rq, cost, pack)
-        if rq.allow_mig and rq.allow_core:
-            s = s // 2 + (0 if on_core else 50)
+        if rq.allow_mig and rq.allow_core and not on_core:
+            s += MIG_FIRST
         return s
 
     cdef inline int64_t placement_score(self, Req* rq, int64_t cost, int64_t pack) noexcept nogil:
-        cdef int64_t s, c
+        """reference.Kernels._placement_score."""
+        cdef int64_t spread, loss, tie
         if self.policy == FIRST_FIT:
-            return 100
-        s = pack if rq.node_binpack else 1000 - pack
-        if self.policy == FRAGMENTATION_AWARE:
-            c = cost * 1000 // (WEIGHT_SCALE * 16)
-            s = (s + 1000 - (c if c < 1000 else 1000)) // 2
-        elif self.policy == BEST_FIT:
-            c = cost * 1000 // 128
-            s = (s + 1000 - (c if c < 1000 else 1000)) // 2
-        return s // 10
+            return 0
+        if self.policy != FRAGMENTATION_AWARE and self.policy != BEST_FIT:
+            return pack if rq.node_binpack else 1000 - pack
+        spread = 0 if rq.node_binpack else 10 - pack // 100
+        if self.policy == BEST_FIT:
+            loss = cost if cost > 0 else 0
+            return (COST_CAP - (loss if loss < COST_CAP else COST_CAP)) * TIE * 11 + spread
+        if cost < 0:
+            loss = 0
+            tie = 0
+        else:
+            loss = (cost >> TIE_BITS) * 1000 // (WEIGHT_SCALE * 16)
+            tie = cost & (TIE - 1)
+            if loss > COST_CAP:
+                loss = COST_CAP
+        return ((COST_CAP - loss) * TIE + TIE - 1 - tie) * 11 + spread
 
     # -- state updates (reference.Kernels.take_slot and friends) -----------------------
     def take_slot(self, int row, int k):
@@ -918,8 +941,9 @@ cdef class Kernels:
         """Per node: code 0 fits, 1 unschedulable, 2 unresolvable, reason bits, score 0..100."""
         cdef ReqView view = _view(rq)
         cdef Py_ssize_t j
-        cdef int node
-        cdef int64_t version
+        cdef int node, top = 0
+        cdef int64_t version, v, best = 0, worst = 0, scale
+        cdef bint any_fit = False
         cdef Plan p
         st = self._keep[0]
         memo = rq.memo(st.nodes, st.epoch)
@@ -935,23 +959,42 @@ cdef class Kernels:
                     out_code[j] = memo_code[node]
                     out_reason[j] = memo_reason[node]
                     out_score[j] = memo_score[node]
-                    continue
-                if view.req.single:
-                    p = self.plan_single(&view.req, node)
                 else:
-                    p = self.plan_node(&view.req, node, True, NULL, NULL, 0)
-                if not p.ok:
-                    out_code[j] = 1 if p.reasons & RESOLVABLE_BITS else 2
-                    out_reason[j] = p.reasons
-                    out_score[j] = 0
-                else:
-                    out_code[j] = 0
-                    out_reason[j] = 0
-                    out_score[j] = <int32_t>self.score(&view.req, p.cost, p.pack, p.on_core)
-                memo_code[node] = out_code[j]
-                memo_reason[node] = out_reason[j]
-                memo_score[node] = out_score[j]
-                memo_ver[node] = version
+                    if view.req.single:
+                        p = self.plan_single(&view.req, node)
+                    else:
+                        p = self.plan_node(&view.req, node, True, NULL, NULL, 0)
+                    if not p.ok:
+                        out_code[j] = 1 if p.reasons & RESOLVABLE_BITS else 2
+                        out_reason[j] = p.reasons
+                        out_score[j] = 0
+                    else:
+                        out_code[j] = 0
+                        out_reason[j] = 0
+                        out_score[j] = <int32_t>self.score(&view.req, p.cost, p.pack, p.on_core)
+                    memo_code[node] = out_code[j]
+                    memo_reason[node] = out_reason[j]
+                    memo_score[node] = out_score[j]
+                    memo_ver[node] = version
+                if out_code[j] == 0:  # reference.normalise's first pass, folded in
+                    v = out_score[j]
+                    if not any_fit or v > best or (v == best and node < top):
+                        best = v
+                        top = node
+                    if not any_fit or v < worst:
+                        worst = v
+                    any_fit = True
+            if any_fit:  # reference.normalise's second pass
+                scale = (<int64_t>90 << 32) // (best - worst) if best > worst else 0
+                for j in range(nodes.shape[0]):
+                    if out_code[j] == 0:
+                        v = out_score[j]
+                        if v == best and nodes[j] == top:
+                            out_score[j] = 100
+                        elif scale == 0:
+                            out_score[j] = 90
+                        else:
+                            out_score[j] = <int32_t>(((v - worst) * scale) >> 32)
 
     def plan(self, rq, int node, bint use_idle, list picks):
         """Plan the whole request on one node; see reference.Kernels.plan."""

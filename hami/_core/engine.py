@@ -36,7 +36,7 @@ from hami._core.results import (
     Rejection,
     describe,
 )
-from hami._core.tables import PolicyTables
+from hami._core.tables import HAMI_POLICIES, PolicyTables
 from hami.api.requests import GpuPolicy, Mode, NodePolicy, Request
 from hami.devices import naming
 from hami.devices.config import NvidiaConfig
@@ -103,10 +103,13 @@ class Engine:
         self.features = features or Features()
         if self.features.default_node_policy not in ("binpack", "spread"):
             raise ValueError("default_node_policy must be binpack or spread")
-        if self.features.default_gpu_policy not in ("binpack", "spread"):
-            raise ValueError("default_gpu_policy must be binpack or spread")
-        self.tables = PolicyTables(config, policy)
+        if self.features.default_gpu_policy not in (None, "binpack", "spread"):
+            raise ValueError("default_gpu_policy must be binpack, spread or None (the policy's default)")
+        self.tables = PolicyTables(config, policy, self.features.hami_memory)
         self.policy = S.POLICY_IDS[policy]
+        # HAMi's baselines spread over GPUs by default, as HAMi does; ours fill GPUs
+        self._gpu_policy = GpuPolicy(self.features.default_gpu_policy or (
+            "spread" if policy in HAMI_POLICIES else "binpack"))
         self.state = S.State()
         self.dyn = S.Dynamic(self.tables)
         self._kernel_module = kernels
@@ -511,7 +514,7 @@ class Engine:
             for u in request.nouse_gpu_uuids:
                 if u in self._rows:
                     rq.row_ok[self._rows[u]] = 0
-        gpu_policy = request.gpu_policy or GpuPolicy(self.features.default_gpu_policy)
+        gpu_policy = request.gpu_policy or self._gpu_policy
         node_policy = request.node_policy or NodePolicy(self.features.default_node_policy)
         rq.gpu_binpack = gpu_policy == GpuPolicy.BINPACK
         rq.node_binpack = node_policy == NodePolicy.BINPACK
@@ -522,7 +525,9 @@ class Engine:
         return self.fit_and_score(request, candidate_ids)[0]
 
     def scores(self, request: Request, candidate_ids: np.ndarray) -> np.ndarray:
-        """0..100 per node (0 where the request does not fit)."""
+        """0..100 per node, relative to the fitting candidates of the call: the engine's first
+        choice 100 (ties to the lowest node id), every other fitting node below 90 in
+        proportion, 0 where the request does not fit (reference.normalise)."""
         return self.fit_and_score(request, candidate_ids)[1]
 
     def fit_and_score(self, request: Request, candidate_ids: np.ndarray) -> tuple[FitResult, np.ndarray]:
@@ -780,16 +785,17 @@ class Engine:
             self._applied.append(weights)
             for p in range(n_p):  # a profile's worth: the compute and memory slices it holds
                 dyn.wg[m, p] = weights[p] * (int(tb.profile_compute[m, p]) + t.profiles[p].memory_slices)
-            lo, hi = int(tb.offset[m]), int(tb.offset[m]) + t.n_layouts
+            lo, hi = int(tb.offset[m]), int(tb.offset[m]) + t.n_ids
             add = tb.add[lo:hi, :n_s]
             valid = add >= 0
             safe = np.where(valid, add, lo)
-            if self.policy == S.FRAGMENTATION_AWARE:
+            if self.policy == S.FRAGMENTATION_AWARE:  # reference.Kernels._slot_cost, as arrays
                 diff = tb.cnt[lo:hi, None, :n_p].astype(np.int64) - tb.cnt[safe, :n_p].astype(np.int64)
-                cost = diff @ dyn.wg[m, :n_p]
+                cost = (diff @ dyn.wg[m, :n_p]) * S.TIE + tb.tie[lo:hi, :n_s]
             elif self.policy == S.BEST_FIT:
-                cost = (tb.slot_compute[m, :n_s].astype(np.int64) * 16
-                        + int(tb.compute_slices[m]) - tb.used_compute[safe].astype(np.int64))
+                cost = (tb.slot_profile[m, :n_s].astype(np.int64) * 32
+                        + int(tb.compute_slices[m]) - tb.used_compute[safe].astype(np.int64)
+                        + int(tb.memory_slices[m]) - tb.used_memory[safe].astype(np.int64))
             else:
                 cost = np.zeros((hi - lo, n_s), np.int64)
             key = cost * 64 + tb.slot_rank[m, :n_s].astype(np.int64)

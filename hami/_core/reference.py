@@ -15,18 +15,26 @@ How one node is planned (``Kernels.plan``):
    GPU may host several devices of one container. If any device fails, the container's
    MIG devices are undone and it tries hami-core: the best ``count`` distinct GPUs by
    ``(gpu order, row)`` that pass HAMi's fit checks.
-3. ``cost`` is the policy's: the fragmentation loss (weighted future capacity destroyed)
-   for ``fragmentation-aware``, the profile's compute slices then the slices left free on
-   the GPU for ``best-fit``,
+3. ``cost`` is the policy's: the fragmentation loss (weighted future capacity destroyed,
+   then two tie-breaks: the GPU already running more instances, then the one left with
+   fewer free slices) for ``fragmentation-aware``, the smallest adequate profile then the
+   compute and memory slices left free on the GPU for ``best-fit``,
    0 otherwise (order alone decides). ``reuse`` prefers an idle instance at exactly that
    slot (0), then free slices (1), then slices that need idle instances destroyed (2);
    ``fits``/``scores`` ignore idle instances and take the tables' best slot.
-4. The node's score mixes how full the node is after the placement (binpack) or how empty
-   (spread) with, for cost-based policies, how little the placement costs. For a request
-   that may take either kind, nodes where it gets MIG instances score in the upper half and
-   nodes where it gets hami-core shares in the lower half: the within-node preference
-   (MIG first) holds across nodes too, and hami-core capacity stays for what MIG cannot
-   serve.
+4. The node's score ranks placements. Cost-based policies: the cost first; then, under the
+   spread node policy, the emptiest node; under binpack, nothing more, so equal placements
+   go to the lowest node id: nodes fill one after another in a fixed order, which keeps
+   whole nodes free without the churn of "fullest node first" as pods come and go. The
+   other policies rank by fullness after the placement (binpack, HAMi's rule) or emptiness
+   (spread). For a request that may take either kind, nodes where it gets MIG instances
+   rank above nodes where it gets hami-core shares: the within-node preference (MIG first)
+   holds across nodes too, and hami-core capacity stays for what MIG cannot serve.
+   ``fit_score`` then normalises over the call's fitting candidates: the engine's first
+   choice (ties to the lowest node id) 100, every other fitting node below 90 in
+   proportion. kube-scheduler sees our scores on its 0–10 extender scale,
+   ``(score * 10 + 50) // 100``: the first choice alone keeps 10, so kube-scheduler's pick
+   is the engine's, to the exact cost, whatever the rounding and its random tie-break.
 """
 
 from __future__ import annotations
@@ -85,12 +93,19 @@ class Kernels:
         tb = self.tb
         after = int(tb.add[layout, k])
         if self.policy == S.FRAGMENTATION_AWARE:
+            # the weighted future capacity lost; on a tie, the GPU already running more
+            # instances (GPUs with few instances are the ones likely to drain and serve a
+            # large instance later), then the smaller profile, then the GPU left with fewer
+            # free slices
+            # (tables.tie[L, k] = 128 × (15 − instances in L) + 16 × profile + slices left free)
             loss = 0
             for p in range(int(tb.n_profiles[m])):
                 loss += int(self.dyn.wg[m, p]) * (int(tb.cnt[layout, p]) - int(tb.cnt[after, p]))
-            return loss
-        if self.policy == S.BEST_FIT:  # the smallest profile, then the tightest GPU
-            return int(tb.slot_compute[m, k]) * 16 + int(tb.compute_slices[m]) - int(tb.used_compute[after])
+            return loss * S.TIE + int(tb.tie[layout, k])
+        if self.policy == S.BEST_FIT:
+            # the smallest adequate profile (memory, then compute), then the tightest GPU
+            return (int(tb.slot_profile[m, k]) * 32 + int(tb.compute_slices[m]) - int(tb.used_compute[after])
+                    + int(tb.memory_slices[m]) - int(tb.used_memory[after]))
         return 0
 
     def _usage_pm(self, r: int, inuse: int, used_mem: int) -> int:
@@ -221,10 +236,10 @@ class Kernels:
         return True, cost, reasons
 
     def _reuse(self, m: int, idle: int, k: int) -> int:
-        """0: an idle instance sits exactly at slot k (first-fit: always 0, it never seeks
-        one); 1: free slices; 2: idle instances must be destroyed first."""
+        """0: an idle instance sits exactly at slot k (first-fit and HAMi's baselines: always
+        0, they never seek one); 1: free slices; 2: idle instances must be destroyed first."""
         tb = self.tb
-        if self.policy == S.FIRST_FIT or int(tb.slotset[idle]) >> k & 1:
+        if self.policy in S.IDLE_BLIND or int(tb.slotset[idle]) >> k & 1:
             return 0
         if int(tb.occupied[idle]) & int(tb.slot_mask[m, k]):
             return 2
@@ -454,19 +469,51 @@ class Kernels:
             out_code[j] = 0
             out_reason[j] = 0
             out_score[j] = self._score(rq, cost, pack, on_core)
+        normalise(nodes, out_code, out_score)
 
     def _score(self, rq: S.RequestArrays, cost: int, pack: int, on_core: bool) -> int:
+        """The placement's fine rank (higher is better; normalised by ``normalise``)."""
         score = self._placement_score(rq, cost, pack)
-        if rq.allow_mig and rq.allow_core:  # the unified pool: MIG nodes rank above shares
-            score = score // 2 + (0 if on_core else 50)
+        if rq.allow_mig and rq.allow_core and not on_core:  # the unified pool: MIG above shares
+            score += S.MIG_FIRST
         return score
 
     def _placement_score(self, rq: S.RequestArrays, cost: int, pack: int) -> int:
         if self.policy == S.FIRST_FIT:
-            return 100
-        score = pack if rq.node_binpack else 1000 - pack
-        if self.policy == S.FRAGMENTATION_AWARE:
-            score = (score + 1000 - min(1000, cost * 1000 // (S.WEIGHT_SCALE * 16))) // 2
-        elif self.policy == S.BEST_FIT:
-            score = (score + 1000 - min(1000, cost * 1000 // 128)) // 2
-        return score // 10
+            return 0
+        if self.policy not in (S.FRAGMENTATION_AWARE, S.BEST_FIT):
+            return pack if rq.node_binpack else 1000 - pack  # 0..1000
+        spread = 0 if rq.node_binpack else 10 - pack // 100  # 0..10
+        if self.policy == S.BEST_FIT:
+            return (S.COST_CAP - max(0, min(S.COST_CAP, cost))) * S.TIE * 11 + spread
+        # the loss in ‰ of a GPU's weighted capacity, then the slot cost's tie-breaks
+        if cost < 0:
+            loss, tie = 0, 0
+        else:
+            loss, tie = min(S.COST_CAP, cost // S.TIE * 1000 // (S.WEIGHT_SCALE * 16)), cost % S.TIE
+        return ((S.COST_CAP - loss) * S.TIE + S.TIE - 1 - tie) * 11 + spread
+
+
+def normalise(nodes, codes, scores) -> None:
+    """Fine ranks to 0..100 over the fitting candidates, in place: the best 100 (one node: on
+    a tie the lowest node id), every other fitting node about ``90 × (rank − worst) / (best −
+    worst)`` (a multiply and a shift, not a division per node; 90 when all rank alike), so on
+    kube-scheduler's 0–10 scale the engine's first choice alone rounds to 10. Non-fitting
+    candidates keep 0."""
+    best = worst = top = None
+    for j in range(len(codes)):
+        if codes[j] == 0:
+            v, node = int(scores[j]), int(nodes[j])
+            if best is None or v > best or (v == best and node < top):
+                best, top = v, node
+            worst = v if worst is None or v < worst else worst
+    if best is None:
+        return
+    scale = (90 << 32) // (best - worst) if best > worst else 0
+    for j in range(len(codes)):
+        if codes[j] == 0:
+            v = int(scores[j])
+            if v == best and int(nodes[j]) == top:
+                scores[j] = 100
+            else:
+                scores[j] = (v - worst) * scale >> 32 if scale else 90

@@ -183,8 +183,10 @@ class Features:
 
     default_node_policy: str = "binpack"
     """Node policy when the pod does not name one: fill nodes so whole nodes stay free."""
-    default_gpu_policy: str = "binpack"
-    """GPU policy when the pod does not name one: fill GPUs so whole GPUs stay free."""
+    default_gpu_policy: str | None = None
+    """GPU policy when the pod does not name one. None: the policy's own default — binpack for
+    ours (fill GPUs so whole GPUs stay free), spread for the HAMi baselines (HAMi's
+    ``--gpu-scheduler-policy`` default)."""
     histogram_decay: float = 0.995
     """Per observed request; ~200 requests of memory for the fragmentation-aware mix."""
     prior_strength: float = 20.0
@@ -195,3 +197,6 @@ class Features:
     """Recompute the fragmentation tables when a profile's share of the mix moved this much."""
     prior: dict[str, float] = field(default_factory=dict)
     """Optional prior per profile name (e.g. {'1g.10gb': 3}); missing names weigh 1."""
+    hami_memory: bool = True
+    """The HAMi baselines match requests as HAMi does (NVML's profile sizes, percentages of the
+    GPU's memory). False gives them our nominal rule, so a comparison isolates placement."""

@@ -31,9 +31,19 @@ FRAGMENTATION_AWARE, HAMI_LEGACY, HAMI_V210, FIRST_FIT, BEST_FIT, STATIC = range
 # our policies plan a pod's devices together, largest first, whatever the container order;
 # the HAMi baselines and static place containers one by one in order, as HAMi does
 JOINT_POLICIES = (FRAGMENTATION_AWARE, FIRST_FIT, BEST_FIT)
+# policies that never seek an idle instance (they take the first or their own slot, reuse or not)
+IDLE_BLIND = (FIRST_FIT, HAMI_LEGACY, HAMI_V210)
 SEARCH_BUDGET = 4096  # joint-search visits per node before a pod is refused there
 
 WEIGHT_SCALE = 1_000_000  # profile-mix weights are integers summing to this
+# node scores: the kernels rank a placement by a fine integer (higher is better), which
+# ``fit_score`` then normalises over the call's fitting candidates (reference.Kernels.fit_score)
+# fragmentation-aware slot cost = loss × TIE + tie-breaks (the GPU's crowding, the profile,
+# the GPU's slack after: 4, 3 and 4 bits)
+TIE_BITS = 11
+TIE = 1 << TIE_BITS
+COST_CAP = 40_000  # cost units (‰ of a GPU's weighted capacity; best-fit's own) beyond this tie
+MIG_FIRST = 1 << 30  # the unified pool: any MIG placement ranks above any hami-core share
 NO_COST = np.iinfo(np.int64).max
 
 GPU_FIELDS = {

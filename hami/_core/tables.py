@@ -21,9 +21,16 @@ Layout ids are global across models (each model owns a contiguous id range), so 
 flat arrays serves the whole cluster. ``mask & occupied == 0`` is how the tables are built;
 the kernels never test overlap themselves.
 
-A *memory class* ``c`` is the index of the smallest base profile (sorted by nominal memory,
-then compute slices) whose nominal size holds the request; every profile from ``c`` on is
-acceptable (ARCHITECTURE §7 memory rule).
+A *memory class* ``c`` is the index of the smallest base profile (sorted by the memory a
+request is matched against, then compute slices) whose size holds the request; every profile
+from ``c`` on is acceptable. Our policies match against nominal sizes (ARCHITECTURE §7 memory
+rule); the HAMi baselines match as HAMi does (NVML's sizes, percentages of the GPU's memory),
+unless asked to use ours so that a comparison isolates placement.
+
+``hami-legacy`` keeps the template a GPU was cut to for as long as the GPU is busy, as HAMi's
+legacy scheduler does (the template index travels in its pods' annotations). The template is
+part of the layout id: a busy layout that lies inside several templates has one id per
+template (``ModelTables.tagged``), all with the same slots, so the kernels stay lookups.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ MAX_PROFILES = 8  # memory classes / profiles per model
 
 POLICIES = ("fragmentation-aware", "hami-legacy", "hami-v2.10", "first-fit", "best-fit", "static")
 GEOMETRY_POLICIES = ("fragmentation-aware", "first-fit", "best-fit")
+HAMI_POLICIES = ("hami-legacy", "hami-v2.10")  # HAMi's own rules: memory matching, GPU order
 
 
 def _base_equivalent(model: GpuModel, name: str) -> MigProfile:
@@ -64,8 +72,8 @@ class ModelTables:
     """One model's local tables (local layout ids 0..n-1; 0 is the empty layout)."""
 
     model: GpuModel
-    profiles: list[MigProfile]  # base profiles by (nominal MiB, compute slices)
-    nominal: list[int]  # nominal MiB per profile (config memory, else name × 1024)
+    profiles: list[MigProfile]  # base profiles by (matching MiB, compute slices)
+    nominal: list[int]  # MiB a request is matched against, per profile (nominal for our policies)
     slots: list[tuple[int, int]]  # (profile index, start), sorted
     slot_mask: list[int]  # memory-slice mask per slot
     layouts: list[int]  # slot-set bitmask per layout
@@ -73,10 +81,21 @@ class ModelTables:
     geometries: list[dict[int, int]] = field(default_factory=list)  # profile index -> count
     realisations: list[list[int]] = field(default_factory=list)  # per geometry: slot-sets
     slot_cache: dict[tuple[str, int], int] = field(default_factory=dict)  # (profile, start) -> slot
+    percent_of: int = 0  # MiB a percentage is of (the largest profile; HAMi: the GPU's memory)
+    # hami-legacy: per geometry, its slots in the order HAMi walks the template, and the extra
+    # layout ids (geometry, slot-set) of busy layouts whose template is not their first one
+    template_order: list[list[int]] = field(default_factory=list)
+    tagged: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def n_layouts(self) -> int:
+        """Positioned layouts (one id per slot-set)."""
         return len(self.layouts)
+
+    @property
+    def n_ids(self) -> int:
+        """Layout ids of the model: the positioned layouts, then the template-tagged ones."""
+        return len(self.layouts) + len(self.tagged)
 
     def profile_index(self, name: str) -> int:
         base = _base_equivalent(self.model, name)
@@ -104,11 +123,12 @@ class ModelTables:
         return Counter(self.slots[k][0] for k in range(len(self.slots)) if slotset >> k & 1)
 
     def request_mib(self, memory_mib: int, percent: int) -> int:
-        """ARCHITECTURE §7: absolute MiB as given; a percentage is of the largest profile."""
+        """ARCHITECTURE §7: absolute MiB as given; a percentage is of the largest profile (HAMi:
+        of the GPU's memory, ``Totalmem × pct / 100``, so a whole GPU exceeds every profile)."""
         if memory_mib > 0:
             return memory_mib
-        largest = max(self.nominal)
-        return -(-largest * max(percent, 0) // 100) if percent < 100 else largest
+        whole = self.percent_of or max(self.nominal)
+        return -(-whole * max(percent, 0) // 100) if percent < 100 else whole
 
     def class_of(self, memory_mib: int, percent: int) -> int:
         """The memory class of a device request (memory_mib, or a percentage)."""
@@ -122,9 +142,15 @@ class ModelTables:
         return len(self.profiles)
 
 
-def build_model_tables(model: GpuModel, config: NvidiaConfig | None) -> ModelTables:
+def build_model_tables(model: GpuModel, config: NvidiaConfig | None, policy: str = "fragmentation-aware",
+                       hami_memory: bool = True) -> ModelTables:
+    """The model's slots and positioned layouts, with the policy's memory rule (module docstring)."""
     assert model.mig is not None, model.key
-    nominal_by_name = geometry.nominal_memory(model, config)
+    hami = policy in HAMI_POLICIES and hami_memory
+    if hami:
+        nominal_by_name = geometry.hami_matching_memory(model, config, legacy=policy == "hami-legacy")
+    else:
+        nominal_by_name = geometry.nominal_memory(model, config)
     profiles = sorted(
         model.mig.base_profiles, key=lambda p: (nominal_by_name[p.name], p.compute_slices, p.memory_slices)
     )
@@ -136,6 +162,7 @@ def build_model_tables(model: GpuModel, config: NvidiaConfig | None) -> ModelTab
     slot_mask = [profiles[p].mask(s) for p, s in slots]
     slot_id = {(profiles[p].name, s): k for k, (p, s) in enumerate(slots)}
     tables = ModelTables(model, profiles, [nominal_by_name[p.name] for p in profiles], slots, slot_mask, [])
+    tables.percent_of = model.memory_mib if hami else max(tables.nominal)
     for placed in layouts.positioned_layouts(model.mig, profiles):
         slotset = 0
         for name, start in placed:
@@ -176,12 +203,14 @@ _ARRAY_SPECS = {
     "add": (np.int32, (MAX_SLOTS,), -1),
     "remove": (np.int32, (MAX_SLOTS,), -1),
     "cand": (np.uint32, (MAX_PROFILES,), 0),
+    "tie": (np.int16, (MAX_SLOTS,), 0),  # fragmentation-aware tie-break of slot k in L (reference._slot_cost)
     "cnt": (np.int8, (MAX_PROFILES,), 0),
     "chain": (np.int8, (MAX_PROFILES,), 0),
     "slotset": (np.uint32, (), 0),
     "occupied": (np.uint32, (), 0),
     "used_compute": (np.int8, (), 0),
     "used_memory": (np.int8, (), 0),  # memory slices covered (popcount of occupied)
+    "instances": (np.int8, (), 0),  # instances in the layout (popcount of slotset)
     "usage_pm": (np.int16, (), 0),  # used_compute * 1000 // the model's compute slices
     "geo_ok": (np.uint64, (), 0),
 }
@@ -209,11 +238,12 @@ class PolicyTables:
     once whatever the product.
     """
 
-    def __init__(self, config: NvidiaConfig | None, policy: str) -> None:
+    def __init__(self, config: NvidiaConfig | None, policy: str, hami_memory: bool = True) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown placement policy {policy!r}; choose one of {', '.join(POLICIES)}")
         self.config = config
         self.policy = policy
+        self.hami_memory = hami_memory
         self.models: list[ModelTables] = []
         self.base: list[int] = []  # first global layout id per model (offset, as a list)
         self.offset = np.zeros(0, np.int32)
@@ -238,14 +268,14 @@ class PolicyTables:
         for i, t in enumerate(self.models):
             if t.model.key == model.key:
                 return i
-        t = build_model_tables(model, self.config)
+        t = build_model_tables(model, self.config, self.policy, self.hami_memory)
         local = _local_arrays(t, self.config, self.policy)
         base = self.n_layouts
         m = len(self.models)
         self.models.append(t)
         self.base.append(base)
         self.offset = np.append(self.offset, np.int32(base))
-        self.layout_model = np.append(self.layout_model, np.full(t.n_layouts, m, np.int16))
+        self.layout_model = np.append(self.layout_model, np.full(t.n_ids, m, np.int16))
         for name, (_dtype, _shape, _fill) in _ARRAY_SPECS.items():
             arr = local[name]
             if name in ("add", "remove"):
@@ -270,12 +300,16 @@ def _structure_key(t: ModelTables, config, policy: str) -> tuple:
     elif policy == "hami-v2.10":
         allow = set(geometry.allowlisted_profiles(t.model, config))
         geoms = [{i: 1 for i, p in enumerate(t.profiles) if p.name in allow}]
+    elif policy == "hami-legacy":  # order matters within a template: keep the entries as written
+        geoms = [{i: (t.profile_index(name), count) for i, (name, count, _mib) in enumerate(tp.entries)}
+                 for tp in geometry.hami_templates(t.model, config)]
     else:
         geoms = _geometry_dicts(t, list(geometry.allowed_geometries(t.model, config)))
-    return (policy, t.model.mig.compute_slices, shapes, tuple(tuple(sorted(g.items())) for g in geoms))
+    return (policy, t.model.mig.compute_slices, shapes, tuple(t.nominal), t.percent_of,
+            tuple(tuple(sorted(g.items())) for g in geoms))
 
 
-_LOCAL_CACHE: dict[tuple, tuple[dict[str, np.ndarray], list, list]] = {}
+_LOCAL_CACHE: dict[tuple, tuple[dict[str, np.ndarray], list, list, list, list]] = {}
 
 
 def _local_arrays(t: ModelTables, config, policy: str) -> dict[str, np.ndarray]:
@@ -284,9 +318,9 @@ def _local_arrays(t: ModelTables, config, policy: str) -> dict[str, np.ndarray]:
     cached = _LOCAL_CACHE.get(key)
     if cached is None:
         arrays = _compute_local(t, config, policy)
-        _LOCAL_CACHE[key] = (arrays, t.geometries, t.realisations)
+        _LOCAL_CACHE[key] = (arrays, t.geometries, t.realisations, t.template_order, t.tagged)
         return arrays
-    arrays, t.geometries, t.realisations = cached
+    arrays, t.geometries, t.realisations, t.template_order, t.tagged = cached
     return arrays
 
 
@@ -294,7 +328,25 @@ def _attach_geometries(t: ModelTables, config, policy: str) -> None:
     if policy == "static":
         _set_geometries(t, _geometry_dicts(t, [geometry.balanced_layout(t.model)]), fixed=True)
     elif policy == "hami-legacy":
-        _set_geometries(t, _geometry_dicts(t, list(geometry.allowed_geometries(t.model, config))), fixed=True)
+        templates = geometry.hami_templates(t.model, config)
+        geoms = []
+        for tp in templates:
+            counts: Counter[int] = Counter()
+            for name, count, _mib in tp.entries:
+                counts[t.profile_index(name)] += count
+            geoms.append(dict(counts))
+        _set_geometries(t, geoms, fixed=True)
+        t.template_order = []
+        for tp, reals in zip(templates, t.realisations, strict=True):
+            order: list[int] = []
+            if reals:  # each entry's slots in the realisation, by start, entries as written
+                left = [k for k in range(len(t.slots)) if reals[0] >> k & 1]
+                for name, count, _mib in tp.entries:
+                    p = t.profile_index(name)
+                    mine = [k for k in left if t.slots[k][0] == p][:count]
+                    order += mine
+                    left = [k for k in left if k not in mine]
+            t.template_order.append(order)
     elif policy == "hami-v2.10":
         t.geometries, t.realisations = [], []
     else:
@@ -302,6 +354,32 @@ def _attach_geometries(t: ModelTables, config, policy: str) -> None:
     if len(t.geometries) > 64:
         log.warning("%s: only the first 64 allowed geometries are used", t.model.key)
         t.geometries, t.realisations = t.geometries[:64], t.realisations[:64]
+        t.template_order = t.template_order[:64]
+    if policy == "hami-legacy":
+        t.tagged = _legacy_tagged(t)
+
+
+def _legacy_tagged(t: ModelTables) -> list[tuple[int, int]]:
+    """(template, slot-set) of every busy layout inside a template that is not the first one
+    holding it: such a GPU needs its own id, or its template would be lost."""
+    reals = [r[0] if r else None for r in t.realisations]
+    out = []
+    for g, r in enumerate(reals):
+        if r is None:
+            continue
+        sub = r
+        while sub:
+            if _first_template(reals, sub) != g:
+                out.append((g, sub))
+            sub = (sub - 1) & r
+    return sorted(out)
+
+
+def _first_template(reals: list[int | None], slotset: int) -> int | None:
+    for g, r in enumerate(reals):
+        if r is not None and slotset & ~r == 0:
+            return g
+    return None
 
 
 class _Local:
@@ -310,12 +388,12 @@ class _Local:
 
 def _compute_local(t: ModelTables, config, policy: str) -> dict[str, np.ndarray]:
     pt = _Local()
-    n = t.n_layouts
+    _attach_geometries(t, config, policy)
+    n = t.n_ids
     for name, (dtype, shape, fill) in _ARRAY_SPECS.items():
         setattr(pt, name, np.full((n, *shape), fill, dtype))
     for name, (dtype, shape, fill) in _MODEL_SPECS.items():
         setattr(pt, name, np.full((1, *shape), fill, dtype))
-    _attach_geometries(t, config, policy)
     _fill_model(pt, 0, t, 0, config, policy)
     out = {name: getattr(pt, name) for name in _ARRAY_SPECS}
     out.update({name: getattr(pt, name)[0] for name in _MODEL_SPECS})
@@ -349,6 +427,7 @@ def _fill_model(pt: PolicyTables, m: int, t: ModelTables, base: int, config, pol
         pt.slotset[g] = s
         pt.occupied[g] = occ
         pt.used_memory[g] = bin(occ).count("1")
+        pt.instances[g] = bin(s).count("1")
         pt.used_compute[g] = sum(t.profiles[t.slots[k][0]].compute_slices for k in range(n_s) if s >> k & 1)
         pt.usage_pm[g] = int(pt.used_compute[g]) * 1000 // model.mig.compute_slices
     for local, s in enumerate(t.layouts):
@@ -387,14 +466,97 @@ def _fill_model(pt: PolicyTables, m: int, t: ModelTables, base: int, config, pol
                 best = _max_more(t, s, occupied[local], p)
             pt.cnt[base + local, p] = best
 
-    _fill_candidates(pt, m, t, base, occupied, geo_ok, config, policy)
+    if policy == "hami-legacy":
+        _fill_legacy(pt, m, t, base)
+    else:
+        _fill_candidates(pt, m, t, base, occupied, geo_ok, config, policy)
     _fill_chains(pt, t, base)
+    _fill_ties(pt, m, t, base)
+
+
+def _fill_ties(pt, m: int, t: ModelTables, base: int) -> None:
+    """tie[L, k]: after equal losses, the GPU already running more instances (15 − instances
+    in L), then the smaller profile, then the GPU left with fewer free compute and memory
+    slices (4, 3 and 4 bits; lower is better)."""
+    free_c, free_m = t.model.mig.compute_slices, t.model.mig.memory_slices
+    for local in range(t.n_ids):
+        g = base + local
+        crowd = 15 - min(int(pt.instances[g]), 15)
+        for k in range(len(t.slots)):
+            after = int(pt.add[g, k])
+            if after < 0:
+                continue
+            slack = min(free_c - int(pt.used_compute[after]) + free_m - int(pt.used_memory[after]), 15)
+            pt.tie[g, k] = crowd * 128 + t.slots[k][0] * 16 + slack
+
+
+def _fill_legacy(pt, m: int, t: ModelTables, base: int) -> None:
+    """HAMi's legacy scheduler (hami-behaviour §3.3). An idle GPU takes the first template (in
+    order) with an entry that holds the request, and the first such slot in it; a busy GPU
+    stays in the template it was cut to until its last instance ends, and takes the first free
+    slot of that template, in template order, that holds the request. ``cand`` is that one
+    slot; ``add``/``remove`` keep the template in the layout id (tagged ids for templates that
+    are not a slot-set's first)."""
+    n, n_s, n_p = t.n_layouts, len(t.slots), len(t.profiles)
+    reals = [r[0] if r else None for r in t.realisations]
+    tagged_id = {key: n + i for i, key in enumerate(t.tagged)}
+
+    def canon(g: int | None, slotset: int) -> int:
+        if slotset == 0:
+            return 0
+        if g is None or _first_template(reals, slotset) == g:
+            return t.index[slotset]
+        return tagged_id[(g, slotset)]
+
+    for k in range(n_s):
+        pt.slot_rank[m, k] = k
+    for i, (_g, slotset) in enumerate(t.tagged):  # the same slots as the positioned layout
+        src, dst = base + t.index[slotset], base + n + i
+        for name in ("slotset", "occupied", "used_compute", "used_memory", "instances", "usage_pm", "geo_ok", "cnt"):
+            getattr(pt, name)[dst] = getattr(pt, name)[src]
+    idle_pick: dict[int, tuple[int, int]] = {}  # class -> (template, slot) on an idle GPU
+    for c in range(n_p):
+        for g, order in enumerate(t.template_order):
+            k = next((k for k in order if t.slots[k][0] >= c), None)
+            if k is not None:
+                idle_pick[c] = (g, k)
+                break
+    idle_template: dict[int, int] = {}
+    for g, k in idle_pick.values():
+        idle_template.setdefault(k, g)
+    legal = pt.add[base:base + n].copy()
+    ids = [(s, _first_template(reals, s) if s else None) for s in t.layouts] + [(s, g) for g, s in t.tagged]
+    for local, (s, g) in enumerate(ids):
+        gid = base + local
+        phys = t.index[s]
+        for k in range(n_s):
+            pt.add[gid, k] = pt.remove[gid, k] = -1
+            if s >> k & 1:
+                rest = s & ~(1 << k)
+                pt.remove[gid, k] = base + canon(g, rest)
+            elif legal[phys, k] >= 0:
+                grown = s | 1 << k
+                if g is not None and reals[g] >> k & 1:
+                    pt.add[gid, k] = base + canon(g, grown)
+                elif s == 0:
+                    pt.add[gid, k] = base + canon(idle_template.get(k, _first_template(reals, grown)), grown)
+                else:  # outside its template (a recorded decision, never a candidate)
+                    pt.add[gid, k] = base + t.index[grown]
+        for c in range(n_p):
+            if s == 0:
+                pick = idle_pick.get(c)
+                pt.cand[gid, c] = 1 << pick[1] if pick else 0
+            elif g is not None:
+                k = next((k for k in t.template_order[g] if not s >> k & 1 and t.slots[k][0] >= c), None)
+                pt.cand[gid, c] = 1 << k if k is not None else 0
+            else:
+                pt.cand[gid, c] = 0
 
 
 def _fill_chains(pt, t: ModelTables, base: int) -> None:
     """chain[L, c] = max over candidate slots k of 1 + chain[add[L, k], c] (supersets first)."""
     n_s, n_p = len(t.slots), len(t.profiles)
-    for local in sorted(range(t.n_layouts), key=lambda i: -bin(t.layouts[i]).count("1")):
+    for local in sorted(range(t.n_ids), key=lambda i: -bin(int(pt.slotset[base + i])).count("1")):
         g = base + local
         for c in range(n_p):
             best = 0
@@ -469,20 +631,13 @@ def _fill_candidates(pt, m, t: ModelTables, base, occupied, geo_ok, config, poli
         elif policy == "hami-v2.10":
             for c in range(n_p):
                 pt.cand[g, c] = legal & acceptable[c]
-        else:  # hami-legacy and static: fixed realisations, the GPU's geometry switches only when idle
+        else:  # static: one fixed realisation
             for c in range(n_p):
-                pt.cand[g, c] = _fixed_candidates(t, s, legal & acceptable[c], policy)
+                pt.cand[g, c] = _fixed_candidates(t, s, legal & acceptable[c])
 
 
-def _fixed_candidates(t: ModelTables, s: int, wanted: int, policy: str) -> int:
-    reals = [r[0] for r in t.realisations if r]
-    if s == 0 and policy == "hami-legacy":
-        # idle GPU: the first geometry in config order with a template that holds the request
-        for r in reals:
-            if r & wanted:
-                return r & wanted
-        return 0
-    for r in reals:  # busy GPU: frozen in the first geometry that contains it
+def _fixed_candidates(t: ModelTables, s: int, wanted: int) -> int:
+    for r in (r[0] for r in t.realisations if r):  # the first realisation that contains s
         if s & ~r == 0:
             return (r & ~s) & wanted
     return 0

@@ -254,3 +254,80 @@ def balanced_layout(model: GpuModel) -> Geometry:
     if not layouts.is_valid(spec, counts):
         raise errors.ConfigError(f"the balanced layout {counts} does not fit on {model.key}")
     return _geometry(spec, counts, SOURCE_BALANCED)
+
+
+# -- HAMi's own rules, for the engine's HAMi baselines (`hami-legacy`, `hami-v2.10`) ---------
+
+
+@dataclass(frozen=True)
+class Template:
+    """One legacy HAMi geometry as HAMi's scheduler walks it: (canonical profile name, count,
+    MiB one instance matches as) entries in the order written — HAMi flattens them in this
+    order and takes the first free slot that holds a request (hami-behaviour §3.3)."""
+
+    entries: tuple[tuple[str, int, int], ...]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, count, _mib in self.entries:
+            out[name] = out.get(name, 0) + count
+        return out
+
+
+def hami_templates(model: GpuModel, config: config_mod.NvidiaConfig | None = None) -> tuple[Template, ...]:
+    """The geometries HAMi v2.5–v2.9 walks for `model`, in its search order.
+
+    The config's `knownMigGeometries` rule for the model as written (entries in written order;
+    an entry without `memory` matches as NVML's size of the profile). Otherwise HAMi v2.8–v2.9's
+    built-in default shape (#1519): 7×1g | 1g + 3×2g | 2×3g | 7g on 7-slice parts and
+    4×1g | 2×2g | 4g on 4-slice ones, plain profiles, each matching as NVML reports its memory
+    (HAMi's built-in A100-80GB values 9728, 19968 and 40192 MiB are exactly NVML's; its 7g's
+    80896 is 256 MiB above NVML's 80640, and both are below the card's 81920, so a whole-GPU
+    request fits neither). Unlike HAMi we apply the shape to every MIG model, not only the ones
+    its table lists."""
+    spec = _mig_spec(model)
+    nvml = {p.name: p.memory_mib for p in spec.profiles}
+    rule = _config_rule(model, config)
+    if rule is not None:
+        out = []
+        for geom in rule.allowed_geometries:
+            entries = []
+            for entry in geom:
+                name = _resolve(model, entry.name)
+                entries.append((name, entry.count, entry.memory if entry.memory is not None else nvml[name]))
+            out.append(Template(tuple(entries)))
+        return tuple(out)
+    if spec.compute_slices == 7:
+        pattern: tuple[tuple[tuple[int, int], ...], ...] = (((1, 7),), ((1, 1), (2, 3)), ((3, 2),), ((7, 1),))
+    elif spec.compute_slices == 4:
+        pattern = (((1, 4),), ((2, 2),), ((4, 1),))
+    else:
+        return ()
+    out = []
+    for shape in pattern:
+        plain = [(_plain(spec, g), count) for g, count in shape]
+        if any(p is None for p, _count in plain):
+            continue
+        entries = tuple((p.name, count, nvml[p.name]) for p, count in plain if p is not None)
+        if layouts.is_valid(spec, Template(entries).counts()):
+            out.append(Template(entries))
+    return tuple(out)
+
+
+def hami_matching_memory(
+    model: GpuModel, config: config_mod.NvidiaConfig | None = None, *, legacy: bool = False
+) -> dict[str, int]:
+    """{base profile: MiB HAMi compares a request with}: NVML's `MemoryMB` for v2.10 (§2.3,
+    §3.4: the node annotation carries NVML's sizes, below the names' nominal ones); for the
+    legacy scheduler the templates' `memory` (first value wins), NVML's size for a profile no
+    template names."""
+    spec = _mig_spec(model)
+    result = {p.name: p.memory_mib for p in spec.base_profiles}
+    if legacy:
+        seen: set[str] = set()
+        for template in hami_templates(model, config):
+            for name, _count, mib in template.entries:
+                if name in result and name not in seen:
+                    result[name] = mib
+                    seen.add(name)
+    return result

@@ -44,8 +44,8 @@ class FillupResult:
 
 
 def run_fillup(policy: str, nodes: list[TraceNode], pods: list[TracePod], seed: int,
-               model: str = "A100-SXM4-80GB", limit: float = 1.3) -> FillupResult:
-    cluster = Cluster(policy, [n.gpus for n in nodes], model, seed)
+               model: str = "A100-SXM4-80GB", limit: float = 1.3, node_choice: str = "extender") -> FillupResult:
+    cluster = Cluster(policy, [n.gpus for n in nodes], model, seed, node_choice)
     rng = np.random.default_rng(seed)
     memory = cluster.gpu_memory
     requests = {}

@@ -5,11 +5,13 @@ cluster up and are not measured. Offered load = arrival rate × mean lifetime ×
 slices (under the memory rule) ÷ total compute slices. Request mixes:
 
 - ``openb``: openb default's single-GPU pods, share × 80 GB (a whole GPU stays whole);
-- ``small``: the same shares × 32 GB (small-instance heavy);
+- ``small``: the same pods with the fractional shares × 32 GB (small-instance heavy; a whole
+  GPU stays whole, as scheduling-quality §6's A32 mapping keeps ``num_gpu=1, gpu_milli=1000``);
 - ``uniform``: uniform over 10240, 20480, 40960, 81920 MiB.
 
-A pod that ends leaves its instances idle (our agent destroys them lazily); under
-``hami-v2.10`` they are destroyed at once, as HAMi v2.10's device plugin does.
+A pod that ends leaves its instances idle (our agent destroys them lazily; HAMi's legacy
+plugin never destroys them); under ``hami-v2.10`` they are destroyed at once, as HAMi v2.10's
+device plugin does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hami.api.requests import ContainerRequest, Mode, Request
-from hami.sim.runner import Cluster, Counters
+from hami.sim.runner import Cluster, Counters, policy_label
 from hami.sim.traces import TracePod
 
 MIXES = ("openb", "small", "uniform")
@@ -66,7 +68,7 @@ def mix_requests(mix: str, openb_pods: list[TracePod]) -> list[Request]:
     for pod in openb_pods:
         if pod.num_gpu != 1:
             continue
-        if mix == "openb" and pod.gpu_milli == 1000:
+        if pod.gpu_milli == 1000:  # a whole GPU stays whole in both mixes
             key = -1
         else:
             key = math.ceil(pod.gpu_milli * gb * 1024 / 1000)
@@ -86,8 +88,8 @@ def _request(mib: int) -> Request:
 
 def run_online(policy: str, mix: str, load: float, seed: int, openb_pods: list[TracePod],
                nodes: int = 30, gpus_per_node: int = 8, arrivals: int = 20_000, warmup: float = 0.2,
-               model: str = "A100-SXM4-80GB") -> OnlineResult:
-    cluster = Cluster(policy, [gpus_per_node] * nodes, model, seed)
+               model: str = "A100-SXM4-80GB", node_choice: str = "extender") -> OnlineResult:
+    cluster = Cluster(policy, [gpus_per_node] * nodes, model, seed, node_choice)
     pool = mix_requests(mix, openb_pods)
     slices = np.array([cluster.slices(r) for r in pool], dtype=np.float64)
     mean_slices = float(slices.mean())
@@ -96,7 +98,7 @@ def run_online(policy: str, mix: str, load: float, seed: int, openb_pods: list[T
     gaps = rng.exponential(1.0 / rate, arrivals)
     lives = rng.lognormal(0.0, 1.0, arrivals)
     picks = rng.integers(len(pool), size=arrivals)
-    eager = policy == "hami-v2.10"
+    eager = policy_label(policy)[0] == "hami-v2.10"
     first = int(arrivals * warmup)
     departures: list[tuple[float, str]] = []
     now = 0.0

@@ -19,10 +19,13 @@ from pathlib import Path
 
 from hami._core import POLICIES
 from hami.sim import fillup, online, traces
+from hami.sim.runner import CAUSES, NODE_CHOICES, policy_label
 
 DEFAULT_POLICY = "fragmentation-aware"
 NOTE = ("CPU-only pods are skipped; CPU, memory and gpu_spec are ignored; shares map to MIG memory "
-        "(share × the GPU's memory, then the memory rule); demand and allocation are in compute slices.")
+        "(share × the GPU's memory, then the memory rule); demand and allocation are in compute slices, "
+        "counted with our nominal rule for every policy (HAMi's baselines place with HAMi's rule; "
+        "'/nominal' runs them on ours).")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -43,13 +46,19 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_policies(text: str) -> list[str]:
+    """'all' or a comma list of policies; a HAMi baseline may carry ``/nominal`` (runner)."""
     if text == "all":
         return list(POLICIES)
     names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(POLICIES)} or 'all'")
+    for name in names:
+        policy_label(name)  # raises on an unknown name
     return names
+
+
+def check_node_choice(node_choice: str) -> str:
+    if node_choice not in NODE_CHOICES:
+        raise ValueError(f"unknown node choice {node_choice!r}; choose one of {', '.join(NODE_CHOICES)}")
+    return node_choice
 
 
 def best_policies(means: dict[str, float], sds: dict[str, float]) -> set[str]:
@@ -107,18 +116,21 @@ class FillupSummary:
     best: bool = False
 
 
-def _fillup_job(policy: str, trace_dir: str, trace: str, seed: int, model: str) -> fillup.FillupResult:
+def _fillup_job(policy: str, trace_dir: str, trace: str, seed: int, model: str,
+                node_choice: str = "extender") -> fillup.FillupResult:
     nodes = traces.load_nodes(Path(trace_dir) / traces.NODE_LIST)
     pods = traces.load_pods(traces.pod_list_path(Path(trace_dir), trace))
-    return fillup.run_fillup(policy, nodes, pods, seed, model)
+    return fillup.run_fillup(policy, nodes, pods, seed, model, node_choice=node_choice)
 
 
 def simulate_fillup(trace: str, policies: list[str], seeds: list[int], model: str, trace_dir: Path,
-                    workers: int) -> tuple[list[FillupSummary], list[fillup.FillupResult]]:
+                    workers: int, node_choice: str = "extender"
+                    ) -> tuple[list[FillupSummary], list[fillup.FillupResult]]:
     # fail fast, in this process, on a bad trace
     traces.load_nodes(trace_dir / traces.NODE_LIST)
     traces.load_pods(traces.pod_list_path(trace_dir, trace))
-    jobs = [(p, str(trace_dir), trace, s, model) for p in policies for s in seeds]
+    check_node_choice(node_choice)
+    jobs = [(p, str(trace_dir), trace, s, model, node_choice) for p in policies for s in seeds]
     results = _pool_map(_fillup_job, jobs, workers, f"fill-up {trace}")
     label = Path(trace).stem.removeprefix("openb_pod_list_") if trace.endswith(".csv") else trace
     summaries = []
@@ -147,12 +159,12 @@ def write_fillup(out: Path, summaries: list[FillupSummary], results: list[fillup
     with summary_csv.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["trace", "policy", "seeds", *[f"alloc_at_{x}" for x in fillup.ARRIVED_POINTS], "sd_at_130",
-                    "first_failure_pct", "rejected_capacity", "rejected_fragmentation", "rejected_geometry",
+                    "first_failure_pct", *[f"rejected_{c}" for c in CAUSES],
                     "creates", "moves", "requested_share_allocated_pct", "best"])
         for s in summaries:
             w.writerow([s.trace, s.policy, s.seeds, *[f"{s.at[x]:.3f}" for x in fillup.ARRIVED_POINTS],
-                        f"{s.sd130:.3f}", f"{s.first_failure:.2f}", *[f"{s.rejected[c]:.1f}" for c in
-                        ("capacity", "fragmentation", "geometry")], f"{s.creates:.1f}", s.moves,
+                        f"{s.sd130:.3f}", f"{s.first_failure:.2f}", *[f"{s.rejected[c]:.1f}" for c in CAUSES],
+                        f"{s.creates:.1f}", s.moves,
                         f"{s.share:.3f}", int(s.best)])
     runs_csv = out / f"fillup-{trace}-runs.csv"
     with runs_csv.open("w", newline="") as fh:
@@ -200,13 +212,12 @@ def fillup_table(summaries: list[FillupSummary]):
     t.add_column("policy")
     for x in fillup.ARRIVED_POINTS:
         t.add_column(f"{x}", justify="right")
-    for col in ("sd@130", "first failure", "rejected cap/frag/geom", "creates", "moves", "share %"):
+    for col in ("sd@130", "first failure", "rejected cap/frag/geom/mem", "creates", "moves", "share %"):
         t.add_column(col, justify="right")
     for s in summaries:
         name = f"{s.policy} ★" if s.best else s.policy
         t.add_row(name, *[f"{s.at[x]:.2f}" for x in fillup.ARRIVED_POINTS], f"{s.sd130:.2f}",
-                  f"{s.first_failure:.1f}", "/".join(f"{s.rejected[c]:.0f}" for c in
-                                                     ("capacity", "fragmentation", "geometry")),
+                  f"{s.first_failure:.1f}", "/".join(f"{s.rejected[c]:.0f}" for c in CAUSES),
                   f"{s.creates:.0f}", str(s.moves), f"{s.share:.2f}")
     t.caption = ("share %: the placed pods' original GPU shares as % of the cluster's GPUs — the unit of "
                  "FGD's fractional-sharing results (95.39 % for FGD on default)")
@@ -235,20 +246,23 @@ class OnlineSummary:
 
 
 def _online_job(policy: str, mix: str, load: float, seed: int, trace_dir: str, arrivals: int, nodes: int,
-                gpus: int, model: str) -> online.OnlineResult:
+                gpus: int, model: str, node_choice: str = "extender") -> online.OnlineResult:
     pods = traces.load_pods(traces.pod_list_path(Path(trace_dir), "default")) if mix != "uniform" else []
-    return online.run_online(policy, mix, load, seed, pods, nodes, gpus, arrivals, model=model)
+    return online.run_online(policy, mix, load, seed, pods, nodes, gpus, arrivals, model=model,
+                             node_choice=node_choice)
 
 
 def simulate_online(mixes: list[str], loads: list[float], policies: list[str], seeds: list[int],
                     trace_dir: Path, arrivals: int, nodes: int, gpus: int, model: str,
-                    workers: int) -> tuple[list[OnlineSummary], list[online.OnlineResult]]:
+                    workers: int, node_choice: str = "extender"
+                    ) -> tuple[list[OnlineSummary], list[online.OnlineResult]]:
     for mix in mixes:
         if mix not in online.MIXES:
             raise ValueError(f"unknown request mix {mix!r}; choose from {', '.join(online.MIXES)}")
+    check_node_choice(node_choice)
     if any(m != "uniform" for m in mixes):
         traces.load_pods(traces.pod_list_path(trace_dir, "default"))
-    jobs = [(p, m, ld, s, str(trace_dir), arrivals, nodes, gpus, model)
+    jobs = [(p, m, ld, s, str(trace_dir), arrivals, nodes, gpus, model, node_choice)
             for m in mixes for ld in loads for p in policies for s in seeds]
     results = _pool_map(_online_job, jobs, workers, "online")
     summaries = []
@@ -310,7 +324,7 @@ def _plot_online(path: Path, summaries: list[OnlineSummary]) -> None:
     groups = list(dict.fromkeys((s.mix, s.load) for s in summaries))
     policies = list(dict.fromkeys(s.policy for s in summaries))
     width = 0.8 / max(len(policies), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 5.2), dpi=110)
     for j, policy in enumerate(policies):
         vals = [next(s.demand_pct for s in summaries if (s.mix, s.load, s.policy) == (*g, policy)) for g in groups]
         errs = [next(s.demand_sd for s in summaries if (s.mix, s.load, s.policy) == (*g, policy)) for g in groups]
@@ -322,7 +336,7 @@ def _plot_online(path: Path, summaries: list[OnlineSummary]) -> None:
     low = min(s.demand_pct for s in summaries)
     ax.set_ylim(max(0, low - 10), 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -276,16 +276,16 @@ def test_fragmentation_aware_keeps_room_for_big_instances(make_engine):
 def test_hami_v210_places_1g_from_the_high_end(make_engine):
     e = make_engine(policy="hami-v2.10")
     mig_node(e, "n")
-    pick = only_pick(e.decide_and_reserve("p", req(mem=10240), "n"))
+    pick = only_pick(e.decide_and_reserve("p", req(mem=9000), "n"))
     assert (pick.profile, pick.start) == ("1g.10gb", 6)
-    pick = only_pick(e.decide_and_reserve("q", req(mem=20480), "n"))
+    pick = only_pick(e.decide_and_reserve("q", req(mem=19000), "n"))
     assert (pick.profile, pick.start) == ("2g.20gb", 0)
 
 
 def test_hami_legacy_freezes_a_busy_gpu_in_its_geometry(make_engine):
     e = make_engine(policy="hami-legacy")
     mig_node(e, "n")
-    assert only_pick(e.decide_and_reserve("p", req(mem=10240), "n")).profile == "1g.10gb"
+    assert only_pick(e.decide_and_reserve("p", req(mem=9000), "n")).profile == "1g.10gb"
     out = e.decide_and_reserve("q", req(mem=40000), "n")
     assert isinstance(out, Rejection)  # locked in 7×1g while the 1g runs
     e.release("p")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hami import cli
-from hami.sim import fillup, online, simulate, traces
+from hami.sim import fillup, online, runner, simulate, traces
 from hami.sim.runner import Cluster, Counters
 
 FIX = Path(__file__).parent / "fixtures"
@@ -133,6 +133,56 @@ def test_mixes():
         online.mix_requests("huge", pods)
 
 
+def test_small_mix_keeps_whole_gpus_whole():
+    """scheduling-quality §6: only fractional shares scale to 32 GB; num_gpu=1, gpu_milli=1000
+    stays a whole GPU (it became a 32 GB request, a 3g.40gb)."""
+    pods = [traces.TracePod("whole", 1, 1000), traces.TracePod("half", 1, 500)]
+    whole, half = online.mix_requests("small", pods)
+    assert whole.containers[0].memory_percent == 100 and whole.containers[0].memory_mib == 0
+    assert half.containers[0].memory_mib == 16384
+    cluster = Cluster("fragmentation-aware", [1], "A100-SXM4-80GB", seed=1)
+    assert cluster.slices(whole) == 7 and cluster.slices(half) == 1
+
+
+def test_demand_is_the_nominal_rule_for_every_policy():
+    """HAMi's baselines match NVML's sizes, but every policy is measured on the same demand."""
+    whole = traces.to_request(traces.TracePod("w", 1, 1000), 81920)
+    ten = online._request(10240)
+    for policy in ("fragmentation-aware", "hami-v2.10", "hami-legacy", "hami-v2.10/nominal"):
+        cluster = Cluster(policy, [1], "A100-SXM4-80GB", seed=1)
+        assert (cluster.slices(whole), cluster.slices(ten)) == (7, 1), policy
+
+
+def test_hami_baselines_reject_whole_gpus_by_their_memory_rule():
+    result = fillup.run_fillup("hami-v2.10", [traces.TraceNode("n", 2)], [traces.TracePod("w", 1, 1000)], seed=1)
+    assert result.counters.placed == 0 and result.counters.causes["memory"] == result.counters.rejected
+    nominal = fillup.run_fillup("hami-v2.10/nominal", [traces.TraceNode("n", 2)], [traces.TracePod("w", 1, 1000)],
+                                seed=1)
+    assert nominal.counters.placed == 2
+
+
+def test_policy_labels():
+    assert simulate.parse_policies("hami-v2.10/nominal,first-fit") == ["hami-v2.10/nominal", "first-fit"]
+    with pytest.raises(ValueError, match="unknown policy first-fit/nominal"):
+        simulate.parse_policies("first-fit/nominal")
+
+
+def test_extender_scale_rounds_to_nearest():
+    scores = np.array([0, 4, 5, 14, 15, 89, 90, 94, 95, 100])
+    assert runner.extender_score(scores).tolist() == [0, 0, 1, 1, 2, 9, 9, 9, 10, 10]
+    with pytest.raises(ValueError, match="unknown node choice"):
+        Cluster("first-fit", [1], "A100-SXM4-80GB", seed=1, node_choice="magic")
+
+
+@pytest.mark.parametrize("policy", ["fragmentation-aware", "best-fit", "first-fit"])
+def test_node_choice_through_the_extender_scale_is_the_engines_choice(policy):
+    """The engine gives its first choice alone 100, so rounding to 0-10 keeps kube-scheduler's
+    pick: the same run either way."""
+    runs = [online.run_online(policy, "uniform", 1.3, 4, [], nodes=3, gpus_per_node=2, arrivals=400,
+                              node_choice=nc) for nc in ("extender", "exact")]
+    assert runs[0].accepted_slices == runs[1].accepted_slices and runs[0].utilisation == runs[1].utilisation
+
+
 # -- CLI --------------------------------------------------------------------------------------
 
 
@@ -157,10 +207,10 @@ def test_cli_fillup_writes_table_csv_and_png(tmp_path, capsys):
 
 def test_cli_online_with_two_workers(tmp_path, capsys):
     rc = cli.main(["simulate", "online", "--mix", "uniform", "--load", "1.3", "--seeds", "1-2",
-                   "--policies", "fragmentation-aware,first-fit", "--arrivals", "300", "--nodes", "2",
-                   "--workers", "2", "--out", str(tmp_path)])
+                   "--policies", "fragmentation-aware,first-fit,hami-v2.10/nominal", "--arrivals", "300",
+                   "--nodes", "2", "--workers", "2", "--node-choice", "exact", "--out", str(tmp_path)])
     assert rc == 0
-    assert (tmp_path / "online-summary.csv").read_text().count("\n") == 3
+    assert (tmp_path / "online-summary.csv").read_text().count("\n") == 4
     assert (tmp_path / "online.png").stat().st_size > 1000
 
 
