@@ -6,6 +6,6 @@ create, delete, events, leases, on plain-dict objects with typed errors (`NotFou
 Imports `kubernetes` only.
 """
 
-from hami.k8s.client import Conflict, Kube, KubeError, NotFound, Obj
+from hami.k8s.client import Conflict, CredentialsError, Kube, KubeError, NotFound, Obj
 
-__all__ = ["Conflict", "Kube", "KubeError", "NotFound", "Obj"]
+__all__ = ["Conflict", "CredentialsError", "Kube", "KubeError", "NotFound", "Obj"]

@@ -40,6 +40,10 @@ class KubeError(Exception):
         super().__init__(f"{what}: {status or 'no answer'} {reason}: {message}".rstrip(": "))
 
 
+class CredentialsError(KubeError):
+    """No usable kubeconfig or in-cluster service account."""
+
+
 class NotFound(KubeError):
     """404."""
 
@@ -91,10 +95,14 @@ class Kube:
     def connect(cls, kubeconfig: str | os.PathLike[str] | None = None, **kw: Any) -> Kube:
         """From `kubeconfig` (or $KUBECONFIG), else the in-cluster service account."""
         path = kubeconfig or os.environ.get("KUBECONFIG")
-        if path:
-            return cls(config.new_client_from_config(config_file=os.fspath(path)), **kw)
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        try:
+            if path:
+                return cls(config.new_client_from_config(config_file=os.fspath(path)), **kw)
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            where = f"kubeconfig {path}" if path else "the in-cluster service account (no $KUBECONFIG)"
+            raise CredentialsError(f"cannot use {where}", 0, "Credentials", str(exc)) from exc
         return cls(client.ApiClient(configuration), **kw)
 
     def close(self) -> None:

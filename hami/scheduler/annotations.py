@@ -18,21 +18,26 @@ from hami.api import codecs, names
 from hami.api.errors import AnnotationError
 from hami.devices import naming
 from hami.devices.errors import UnknownModelError, UnknownProfileError
+from hami.devices.models import GpuModel
 
 
-def profile_identity(gpu_type: str, profile: str) -> tuple[int, int]:
+def profile_identity(gpu_type: str, profile: str, learned: Mapping[str, GpuModel] | None = None) -> tuple[int, int]:
     """(memory MiB as NVML reports it, core percent) of a MIG profile, as HAMi v2.10 writes
-    them in the device string; (0, 0) when the model or profile is not in the catalog."""
+    them in the device string, from the catalog or a model learned from a registration;
+    (0, 0) when neither knows it."""
+    model = (learned or {}).get(gpu_type)
     try:
-        model = naming.find_model(gpu_type)
-        assert model.mig is not None
-        prof = model.mig.profile(profile)
-    except (UnknownModelError, UnknownProfileError, KeyError, AssertionError, ValueError):
+        model = model or naming.find_model(gpu_type)
+        prof = model.mig.profile(profile) if model.mig is not None else None
+    except (UnknownModelError, UnknownProfileError, KeyError):
+        return 0, 0
+    if prof is None:
         return 0, 0
     return prof.memory_mib, -(-prof.compute_slices * 100 // model.mig.compute_slices)
 
 
-def decision_annotations(decision: Decision, gpu_types: Mapping[str, str], now: datetime) -> dict[str, str]:
+def decision_annotations(decision: Decision, gpu_types: Mapping[str, str], now: datetime,
+                         learned: Mapping[str, GpuModel] | None = None) -> dict[str, str]:
     """The pod annotations of a bind (ARCHITECTURE §3): the device string (allocated and
     to-allocate), the MIG reservations, the chosen node and times, and `bind-phase=allocating`."""
     containers: list[list[codecs.ContainerDevice]] = []
@@ -41,7 +46,7 @@ def decision_annotations(decision: Decision, gpu_types: Mapping[str, str], now: 
         entry = []
         for di, pick in enumerate(devices):
             if isinstance(pick, MigPick):
-                mem, cores = profile_identity(gpu_types.get(pick.gpu_uuid, ""), pick.profile)
+                mem, cores = profile_identity(gpu_types.get(pick.gpu_uuid, ""), pick.profile, learned)
                 entry.append(codecs.ContainerDevice(pick.gpu_uuid, names.DEVICE_TYPE_NVIDIA, mem, cores))
                 mig.append(codecs.MigAllocation(ci, di, pick.gpu_uuid, pick.profile,
                                                 codecs.Placement(pick.start, pick.size)))

@@ -20,7 +20,7 @@ from hami._core.tables import POLICIES
 from hami.api import names
 from hami.api.pods import RequestDefaults
 from hami.devices.config import DeviceConfig, default_device_config, load_device_config
-from hami.k8s import Kube
+from hami.k8s import CredentialsError, Kube
 from hami.k8s.informer import Informer
 from hami.scheduler.binder import Binder
 from hami.scheduler.cache import ClusterCache
@@ -190,8 +190,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubernetes.config import ConfigException
-
     try:
         config = SchedulerConfig(kubeconfig=args.kubeconfig, http_bind=args.http_bind, metrics_bind=args.metrics_bind,
                                  cert_file=args.cert_file, key_file=args.key_file,
@@ -201,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
                                  node_lock_timeout_s=args.node_lock_timeout, lock_wait_s=args.lock_wait,
                                  legacy_metrics=not args.no_legacy_metrics, runtime_class_name=args.runtime_class_name)
         scheduler = Scheduler(config)
-    except ConfigException as err:
+    except CredentialsError as err:
         print(f"hami scheduler: no usable Kubernetes credentials ({err}); pass --kubeconfig or set $KUBECONFIG, "
               "or run in a cluster", flush=True)
         return 2

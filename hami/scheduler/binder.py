@@ -98,7 +98,7 @@ class Binder:
             self._take_lock(node, namespace, name)
             locked = True
             now = datetime.fromtimestamp(self.clock(), UTC)
-            values = A.decision_annotations(out, self.cache.gpu_types(node), now)
+            values = A.decision_annotations(out, self.cache.gpu_types(node), now, self.cache.learned)
             self._count()
             self.kube.patch("pods", name, {"metadata": {"annotations": values, "labels": {names.VGPU_NODE: node}}},
                             namespace)

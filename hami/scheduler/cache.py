@@ -34,6 +34,7 @@ from typing import Any
 from hami._core import Engine
 from hami.api import codecs, names
 from hami.api.errors import AnnotationError
+from hami.devices.models import GpuModel
 from hami.scheduler import annotations as A
 from hami.scheduler import models
 
@@ -89,7 +90,7 @@ class ClusterCache:
         self.nodes_synced = threading.Event()
         self.pods_synced = threading.Event()
         self.annotation_errors = 0
-        self._learned: set[str] = set()  # GPU types whose model was built from a registration
+        self.learned: dict[str, GpuModel] = {}  # GPU type -> model built from a registration
 
     # -- readiness ------------------------------------------------------------------------------
     @property
@@ -104,13 +105,6 @@ class ClusterCache:
     def node_names(self) -> list[str]:
         with self._lock:
             return list(self._node_objects)
-
-    def gpu_type(self, uuid: str) -> str:
-        with self._lock:
-            for state in self._nodes.values():
-                if uuid in state.gpu_types:
-                    return state.gpu_types[uuid]
-        return ""
 
     def gpu_types(self, node: str) -> dict[str, str]:
         with self._lock:
@@ -215,13 +209,14 @@ class ClusterCache:
     def _learn_models(self, name: str, devices: tuple[codecs.NodeDevice, ...]) -> None:
         """MIG GPUs of a type the catalog lacks: build the model from what the agent registered."""
         for d in devices:
-            if d.is_mig and d.type not in self._learned and not models.is_known(d.type):
+            if d.is_mig and d.type not in self.learned and not models.is_known(d.type):
                 try:
-                    self.engine.register_model(models.model_from_register(d))
+                    model = models.model_from_register(d)
                 except models.UnusableRegistration as err:
                     log.warning("node=%s: %s", name, err)
                     continue
-                self._learned.add(d.type)
+                self.engine.register_model(model)
+                self.learned[d.type] = model
                 log.info("node=%s: GPU model %s learned from its registration", name, d.type)
 
     def _fold_instances(self, name: str, value: str | None) -> None:

@@ -67,7 +67,7 @@ class SchedulerCollector(Collector):
                 if use is None:
                     continue
                 if use["kind"] == "mig":
-                    used = [profile_identity(d.type, p) for p, _start in use["in_use"]]
+                    used = [profile_identity(d.type, p, self.cache.learned) for p, _start in use["in_use"]]
                     mem_used, shared = sum(m for m, _c in used), len(used)
                     cores_used = min(100, sum(c for _m, c in used))
                 else:

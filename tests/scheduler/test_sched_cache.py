@@ -89,6 +89,13 @@ def test_a_gpu_model_missing_from_the_catalog_is_built_from_its_registration() -
     assert picks == [("2g.24gb", 0), ("1g.12gb", 2), ("1g.12gb", 3)]  # 2g x 2 then 1g x 4: the seed's rule
     full = engine.decide_and_reserve("p9", Request((ContainerRequest("c", 0, False, 1, 12000),)), "z9")
     assert not hasattr(full, "containers")  # 4 memory slices, all taken
+    # the device string of a learned model carries its registered memory and core share, not 0
+    from hami.scheduler.annotations import decision_annotations
+
+    written = decision_annotations(engine.reservation("p0"), {"GPU-z-0": device.type}, datetime.now(UTC),
+                                   cache.learned)
+    (entry,) = codecs.decode_pod_devices(written[names.VGPU_DEVICES_ALLOCATED])
+    assert (entry[0].memory_mib, entry[0].cores) == (24000, 50)
 
 
 def test_a_registration_without_our_fields_is_reported_not_guessed() -> None:
