@@ -12,10 +12,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hami", description="Dynamic-MIG GPU scheduler for Kubernetes")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="schedule a stream of pods on an embedded cluster (no Kubernetes)")
-    demo.add_argument("--pods", type=int, default=200, help="pods to submit (default 200)")
-    demo.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
-    demo.add_argument("--show", type=int, default=25, help="decisions to print (default 25)")
+    from hami.sim import demo
+
+    demo.add_parser(sub)
     _simulate_parser(sub)
     sim = sub.add_parser("sim", help="the local control plane (Kubernetes API subset, kube-scheduler, kubelets)")
     sim_cmd = sim.add_subparsers(dest="sim_command", required=True)
@@ -177,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from hami.sim import demo
 
-        if args.pods < 1:
-            print("hami demo: --pods must be at least 1", file=sys.stderr)
-            return 2
-        return demo.main(args.pods, args.seed, args.show)
+        return demo.run_cli(args)
     return 2
 
 

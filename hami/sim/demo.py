@@ -128,6 +128,24 @@ def _devices(decision: Decision, outcome: Outcome) -> str:
     return "; ".join(parts)
 
 
+def add_parser(sub) -> None:
+    """The `hami demo` subcommand's arguments (the CLI delegates them here)."""
+    demo = sub.add_parser("demo", help="schedule a stream of pods on an embedded cluster (no Kubernetes)")
+    demo.add_argument("--pods", type=int, default=200, help="pods to submit (default 200)")
+    demo.add_argument("--seed", type=int, default=7, help="workload seed (default 7)")
+    demo.add_argument("--show", type=int, default=25, help="decisions to print (default 25)")
+
+
+def run_cli(args) -> int:
+    """`hami demo` with parsed arguments; exit status 2 on bad ones."""
+    import sys
+
+    if args.pods < 1:
+        print("hami demo: --pods must be at least 1", file=sys.stderr)
+        return 2
+    return main(args.pods, args.seed, args.show)
+
+
 def main(pods: int = 200, seed: int = 7, show: int = 25) -> int:
     from rich.console import Console
     from rich.table import Table
