@@ -20,7 +20,8 @@ import tracemalloc
 import pytest
 
 from benches.bench_engine import GPUS_PER_NODE, NODE_CYCLE, request
-from hami._core import Decision, Engine, GpuMode, GpuSpec, RealisedInstance
+from hami._core import Decision, Engine, GpuMode, GpuSpec
+from hami.api.codecs import Placement, RealisedInstance
 
 GPUS = 10_000
 PODS = 50_000
@@ -127,10 +128,13 @@ def test_set_realised_one_node(benchmark, dense):
         owners = engine._owner.get(row, {})
         used = set()
         for profile, start in engine.snapshot()[g.uuid]["in_use"]:
-            k = engine.tables.models[int(engine.state.g_model[row])].slot_of(profile, start)
-            report.append(RealisedInstance(g.uuid, profile, start, True, owners[k]))
+            t = engine.tables.models[int(engine.state.g_model[row])]
+            k = t.slot_of(profile, start)
+            size = t.profiles[t.slots[k][0]].memory_slices
+            report.append(RealisedInstance.expected(g.uuid, profile, Placement(start, size), in_use=True,
+                                                    pod_uid=owners[k]))
             used.add(start)
-        report += [RealisedInstance(g.uuid, "1g.10gb", s, False) for s in range(7) if s not in used]
+        report += [RealisedInstance.expected(g.uuid, "1g.10gb", Placement(s, 1)) for s in range(7) if s not in used]
     assert len(report) == 56
     assert engine.set_realised(REPORT_NODE, report) == []
     conflicts = benchmark(engine.set_realised, REPORT_NODE, report)

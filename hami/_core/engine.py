@@ -37,6 +37,7 @@ from hami._core.results import (
     describe,
 )
 from hami._core.tables import HAMI_POLICIES, PolicyTables
+from hami.api.codecs import Placement
 from hami.api.requests import GpuPolicy, Mode, NodePolicy, Request
 from hami.devices import naming
 from hami.devices.config import NvidiaConfig
@@ -410,6 +411,11 @@ class Engine:
             except KeyError as err:
                 conflicts.append(Conflict(inst.pod_uid, uuid, str(err)))
                 continue
+            size = t.profiles[t.slots[k][0]].memory_slices
+            if inst.placement.size != size:
+                conflicts.append(Conflict(inst.pod_uid, uuid, f"{inst.profile}@{inst.start} is {size} memory slices "
+                                          f"wide, not {inst.placement.size}"))
+                continue
             mask = t.slot_mask[k]
             if reserved >> k & 1:
                 owner = owners[k]
@@ -542,6 +548,10 @@ class Engine:
                 self.kernels.fit_score(rq, ids, codes, reasons, scores)
         return FitResult(ids, codes, reasons), scores
 
+    def gpu_counts(self, candidate_ids: np.ndarray) -> np.ndarray:
+        """GPUs each node registered (any mode, health or cordon), for reasons with numbers."""
+        return self.state.n_count[self._checked_ids(candidate_ids)]
+
     def _checked_ids(self, candidate_ids) -> np.ndarray:
         """Node ids as the kernels take them, bounds-checked once: ids come from HTTP input
         through ``node_ids``, and an id the state does not have would read past its arrays."""
@@ -620,7 +630,9 @@ class Engine:
         inst = self._synthesised.get(key)
         if inst is None:
             p, start = t.slots[slot]
-            inst = self._synthesised[key] = RealisedInstance(gpu_uuid, t.profiles[p].name, start, in_use=False)
+            prof = t.profiles[p]
+            inst = self._synthesised[key] = RealisedInstance.expected(gpu_uuid, prof.name,
+                                                                      Placement(start, prof.memory_slices))
         return inst
 
     def release(self, pod_uid: str) -> bool:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hami.api.codecs import RealisedInstance
+
 
 class Code(enum.IntEnum):
     """Outcome per node, mapped 1:1 onto the extender reply (STYLE §6.10)."""
@@ -94,20 +96,6 @@ class GpuSpec:
     cores: int = 100  # devcore (deviceCoreScaling × 100)
     healthy: bool = True
     index: int = 0
-
-
-@dataclass(frozen=True)
-class RealisedInstance:
-    """A MIG instance the node agent reports as existing (hami.io/node-mig-instances)."""
-
-    gpu_uuid: str
-    profile: str
-    start: int
-    in_use: bool
-    pod_uid: str | None = None  # which pod holds it, when in use and known
-    mig_uuid: str = ""
-    gpu_instance_id: int = -1
-    compute_instance_id: int = -1
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,16 @@ def _build(cls: Any, fields: Fields, **kwargs: Any) -> Any:
         raise fields.fail(str(err)) from None
 
 
+def _build_wire(cls: Any, fields: Fields, **kwargs: Any) -> Any:
+    """`_build` for a type whose wire form needs more than the type itself (`check_wire`)."""
+    obj = _build(cls, fields, **kwargs)
+    try:
+        obj.check_wire()
+    except ValueError as err:
+        raise fields.fail(str(err)) from None
+    return obj
+
+
 _COLON_HELP = "expected 'id,count,devmem,devcore,type,numa,health[,index,mode]:'"
 
 
@@ -454,14 +464,21 @@ _MIG_UUID = re.compile(r"MIG-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 
 @dataclass(frozen=True)
 class RealisedInstance:
-    """A MIG instance (one GI with its CI) that exists on a GPU, as the agent sees it in NVML."""
+    """A MIG instance (one GI with its CI) on a GPU: the one type the agent writes, the cache
+    decodes and the engine folds (ARCHITECTURE §3, §4).
+
+    The wire form needs every field (`check_wire`). The engine also holds instances known by
+    their placement only: one a pod released that the agent has not reported yet, or one a test
+    builds (`expected`); those carry no ids (None) and no `pod` name or `since` time, and the
+    encoder refuses them.
+    """
 
     gpu_uuid: str
     profile: str
     placement: Placement
-    gpu_instance_id: int
-    compute_instance_id: int
-    mig_uuid: str
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    mig_uuid: str | None
     state: InstanceState
     pod: str | None = None  # "<namespace>/<name>", in-use only (for people)
     since: datetime | None = None  # when it became idle, idle only
@@ -474,18 +491,19 @@ class RealisedInstance:
             raise ValueError(f"profile must be a non-empty string, got {self.profile!r}")
         if not isinstance(self.placement, Placement) or self.placement.size == 0:
             raise ValueError(f"placement must be a Placement of size >= 1, got {self.placement!r}")
-        check_int(self.gpu_instance_id, 0, UINT32_MAX, "gpuInstanceID")
-        check_int(self.compute_instance_id, 0, UINT32_MAX, "computeInstanceID")
-        if not isinstance(self.mig_uuid, str) or not _MIG_UUID.fullmatch(self.mig_uuid):
+        if self.gpu_instance_id is not None:
+            check_int(self.gpu_instance_id, 0, UINT32_MAX, "gpuInstanceID")
+        if self.compute_instance_id is not None:
+            check_int(self.compute_instance_id, 0, UINT32_MAX, "computeInstanceID")
+        if self.mig_uuid is not None and (not isinstance(self.mig_uuid, str) or not _MIG_UUID.fullmatch(self.mig_uuid)):
             raise ValueError(f"migUUID {self.mig_uuid!r} is not 'MIG-' followed by a uuid")
         try:
             object.__setattr__(self, "state", InstanceState(self.state))
         except ValueError:
             raise ValueError(f"state {self.state!r} is not 'in-use' or 'idle'") from None
         if self.state is InstanceState.IN_USE:
-            if self.pod is None:
-                raise ValueError("an in-use instance needs pod '<namespace>/<name>'")
-            if not isinstance(self.pod, str) or self.pod.count("/") != 1 or "" in self.pod.split("/"):
+            if self.pod is not None and (not isinstance(self.pod, str) or self.pod.count("/") != 1
+                                         or "" in self.pod.split("/")):
                 raise ValueError(f"pod {self.pod!r} is not '<namespace>/<name>'")
             if self.since is not None:
                 raise ValueError("since is only written for idle instances")
@@ -496,11 +514,39 @@ class RealisedInstance:
                 raise ValueError("pod is only written for in-use instances")
             if self.pod_uid is not None:
                 raise ValueError("podUID is only written for in-use instances")
-            if self.since is None:
-                raise ValueError("an idle instance needs since (RFC3339 time it became idle)")
-            require_aware(self.since, "since")
+            if self.since is not None:
+                require_aware(self.since, "since")
+
+    @classmethod
+    def expected(cls, gpu_uuid: str, profile: str, placement: Placement, *, in_use: bool = False,
+                 pod_uid: str | None = None) -> RealisedInstance:
+        """An instance known by its placement only (no NVML ids yet): the engine's view of one
+        a pod released before the agent reports it, and what tests feed the engine."""
+        return cls(gpu_uuid, profile, placement, None, None, None,
+                   InstanceState.IN_USE if in_use else InstanceState.IDLE, pod_uid=pod_uid)
+
+    @property
+    def start(self) -> int:
+        return self.placement.start
+
+    @property
+    def in_use(self) -> bool:
+        return self.state is InstanceState.IN_USE
+
+    def check_wire(self) -> None:
+        """ValueError unless every field `hami.io/node-mig-instances` requires is present."""
+        missing = [name for name, value in (("gpuInstanceID", self.gpu_instance_id),
+                                            ("computeInstanceID", self.compute_instance_id),
+                                            ("migUUID", self.mig_uuid)) if value is None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} missing: only an instance the agent found in NVML is written")
+        if self.state is InstanceState.IN_USE and self.pod is None:
+            raise ValueError("an in-use instance needs pod '<namespace>/<name>'")
+        if self.state is InstanceState.IDLE and self.since is None:
+            raise ValueError("an idle instance needs since (RFC3339 time it became idle)")
 
     def to_json(self) -> dict[str, Any]:
+        self.check_wire()
         out: dict[str, Any] = {
             "gpuUUID": self.gpu_uuid,
             "profile": self.profile,
@@ -515,13 +561,14 @@ class RealisedInstance:
             if self.pod_uid is not None:
                 out["podUID"] = self.pod_uid
         else:
-            assert self.since is not None
             out["since"] = format_rfc3339(self.since)
         return out
 
 
 def encode_node_mig_instances(instances: Iterable[RealisedInstance]) -> str:
     instances = tuple(instances)
+    for inst in instances:
+        inst.check_wire()
     problem = _instances_conflict(instances)
     if problem:
         raise ValueError(problem[1])
@@ -543,7 +590,7 @@ def decode_node_mig_instances(value: str) -> tuple[RealisedInstance, ...]:
             if since is None:
                 raise f.fail(f"since {since_text!r} is not an RFC3339 time (e.g. 2024-05-01T12:00:00Z)")
         out.append(
-            _build(
+            _build_wire(
                 RealisedInstance,
                 f,
                 gpu_uuid=f.str("gpuUUID", required=True),

@@ -8,12 +8,11 @@ annotations) and its cache (pod and node annotations → engine) can never disag
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from hami._core import CorePick, Decision, GpuMode, GpuSpec, MigPick
-from hami._core import RealisedInstance as EngineInstance
 from hami.api import codecs, names
 from hami.api.errors import AnnotationError
 from hami.devices import naming
@@ -144,18 +143,15 @@ def gpu_specs(devices: tuple[codecs.NodeDevice, ...], healthy: bool = True) -> l
     return out
 
 
-def engine_instances(instances: tuple[codecs.RealisedInstance, ...],
-                     pod_uids: Mapping[str, str]) -> list[EngineInstance]:
-    """`hami.io/node-mig-instances` for the engine. An in-use instance is matched to its pod by
-    `podUID`; an agent that writes none (older ones) is matched through `pod_uids`, which maps
-    `<namespace>/<name>` to the uid the cache knows (none for a pod the cache has not seen)."""
-    out = []
-    for inst in instances:
-        in_use = inst.state is codecs.InstanceState.IN_USE
-        out.append(EngineInstance(inst.gpu_uuid, inst.profile, inst.placement.start, in_use,
-                                  (inst.pod_uid or pod_uids.get(inst.pod or "")) if in_use else None, inst.mig_uuid,
-                                  inst.gpu_instance_id, inst.compute_instance_id))
-    return out
+def with_pod_uids(instances: tuple[codecs.RealisedInstance, ...],
+                  pod_uids: Mapping[str, str]) -> tuple[codecs.RealisedInstance, ...]:
+    """`hami.io/node-mig-instances` as the engine folds it: an in-use instance is matched to its
+    pod by `podUID`; one from an agent that writes none (older ones) gets the uid the cache knows
+    for its `<namespace>/<name>` through `pod_uids` (none for a pod the cache has not seen)."""
+    return tuple(
+        replace(inst, pod_uid=pod_uids.get(inst.pod or "")) if inst.in_use and not inst.pod_uid else inst
+        for inst in instances
+    )
 
 
 def handshake_age(value: str | None, now: datetime) -> float | None:

@@ -227,7 +227,7 @@ class ClusterCache:
             log.warning("node=%s mig-instances annotation ignored: %s", name, err)
             return
         self._nodes[name].realised = realised
-        conflicts = self.engine.set_realised(name, A.engine_instances(realised, self._by_key))
+        conflicts = self.engine.set_realised(name, A.with_pod_uids(realised, self._by_key))
         for c in conflicts:
             log.warning("node=%s realised instance conflict gpu=%s pod=%s: %s", name, c.gpu_uuid, c.pod_uid, c.detail)
 

@@ -25,9 +25,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from hami._core import Code, Engine, describe
+from hami._core import Code, Engine, Reason, describe
 from hami.api.errors import RequestError
 from hami.api.pods import RequestDefaults, parse_pod
+from hami.api.requests import Mode, Request
 from hami.scheduler.binder import Binder, BindError
 from hami.scheduler.cache import ClusterCache
 
@@ -39,6 +40,19 @@ NOT_REGISTERED = "no GPUs registered on this node by the hami agent (hami.io/nod
 def extender_score(score: int) -> int:
     """The engine's 0..100 on kube-scheduler's extender scale 0..10 (nearest)."""
     return (int(score) * 10 + 50) // 100
+
+
+def describe_ask(request: Request) -> str:
+    """What a pod asks, for people reading FailedNodes: e.g. 'asks 2 GPUs × 10240 MiB (mode mig)'."""
+    parts = []
+    for c in request.containers:
+        if c.count <= 0:
+            continue
+        size = f"{c.memory_mib} MiB" if c.memory_mib else f"{c.memory_percent}% of the memory"
+        cores = f", {c.cores}% cores" if c.cores else ""
+        parts.append(f"{c.count} GPU{'s' if c.count != 1 else ''} × {size}{cores}")
+    mode = f" (mode {request.mode.value})" if request.mode is not Mode.ANY else ""
+    return "asks " + " + ".join(parts) + mode
 
 
 def _get(args: Mapping[str, Any], key: str) -> Any:
@@ -140,6 +154,13 @@ class Extender:
             text = self._reasons[reasons] = describe(reasons)
         return text
 
+    def _explain(self, reasons: int, asks: str, most: int, gpus: int) -> str:
+        """The reason with its numbers: what the pod asks, and for a node with fewer GPUs than a
+        container asks, how many it has."""
+        if reasons & Reason.NODE_TOO_SMALL and most > gpus:
+            return f"{self._describe(reasons)}: {asks}; the node has {gpus} GPU{'s' if gpus != 1 else ''}"
+        return f"{self._describe(reasons)} ({asks})"
+
     def _keep(self, pod: dict[str, Any]) -> None:
         uid = pod["metadata"].get("uid")
         if not uid:
@@ -181,13 +202,16 @@ class Extender:
         failed, unresolvable = {}, {}
         if len(fitting) < len(names):
             reasons = fit.reasons.tolist()
+            gpus = self.engine.gpu_counts(ids).tolist()
+            asks = describe_ask(request)
+            most = max(c.count for c in request.containers)
             for j in np.flatnonzero(codes != Code.SUCCESS).tolist():
                 if ids[j] == 0:
                     unresolvable[names[j]] = NOT_REGISTERED
                 elif codes[j] == Code.UNSCHEDULABLE:
-                    failed[names[j]] = self._describe(reasons[j])
+                    failed[names[j]] = self._explain(reasons[j], asks, most, gpus[j])
                 else:
-                    unresolvable[names[j]] = self._describe(reasons[j])
+                    unresolvable[names[j]] = self._explain(reasons[j], asks, most, gpus[j])
         if self.metrics is not None:
             self.metrics.observe_filter(len(fitting), failed, unresolvable)
         return self._filter_reply([names[j] for j in fitting], [items[j] for j in fitting] if items else None,

@@ -195,12 +195,13 @@ class Cluster:
 
     def _precreate_static(self) -> None:
         """mig-parted's all-balanced layout exists (idle) on every GPU before any pod."""
-        from hami._core import RealisedInstance
+        from hami.api.codecs import Placement, RealisedInstance
 
         t = self.tables
         reals = t.realisations[0] if t.realisations else []
         slotset = reals[0] if reals else 0
-        layout = [(t.profiles[t.slots[k][0]].name, t.slots[k][1]) for k in range(len(t.slots)) if slotset >> k & 1]
+        layout = [(t.profiles[t.slots[k][0]], t.slots[k][1]) for k in range(len(t.slots)) if slotset >> k & 1]
         for name in self.names:
-            instances = [RealisedInstance(gpu, p, s, in_use=False) for gpu in self.gpus[name] for p, s in layout]
+            instances = [RealisedInstance.expected(gpu, p.name, Placement(s, p.memory_slices))
+                         for gpu in self.gpus[name] for p, s in layout]
             self.engine.set_realised(name, instances)

@@ -8,12 +8,12 @@ before the change it guards (both kernels).
 import numpy as np
 import pytest
 
-from hami._core import Decision, Features, RealisedInstance, Rejection
+from hami._core import Decision, Features, Rejection
 from hami._core.tables import PolicyTables
 from hami.api.requests import GpuPolicy, Mode
 from hami.devices import geometry, naming
 from hami.devices.config import load_device_config
-from tests.core.helpers import mig_node, req
+from tests.core.helpers import mig_node, realised, req
 
 A100 = naming.find_model("A100-SXM4-80GB")
 
@@ -157,7 +157,7 @@ def test_best_fit_does_not_upsize_to_the_tighter_gpu(make_engine):
     got a 1g.20gb; best-fit means the smallest adequate profile first: 1g.10gb on B."""
     e = make_engine("best-fit")
     a, b = mig_node(e, "n", 2)
-    e.set_realised("n", [RealisedInstance(a, "3g.40gb", 0, True, "x"), RealisedInstance(a, "1g.20gb", 4, True, "y")])
+    e.set_realised("n", [realised(a, "3g.40gb", 0, True, "x"), realised(a, "1g.20gb", 4, True, "y")])
     ten = pick(e.decide_and_reserve("p", mig(10240), "n"))
     assert (ten.gpu_uuid, ten.profile) == (b, "1g.10gb")
 

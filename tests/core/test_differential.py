@@ -5,8 +5,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hami._core import COMPILED, POLICIES, Engine, GpuMode, GpuSpec, RealisedInstance, ReferenceEngine
+from hami._core import COMPILED, POLICIES, Engine, GpuMode, GpuSpec, ReferenceEngine
 from hami._core import state as S
+from hami.api.codecs import Placement, RealisedInstance
 from hami.api.requests import ContainerRequest, GpuPolicy, Mode, NodePolicy, Request
 
 MIG_MODELS = ["NVIDIA A100-SXM4-80GB", "NVIDIA A30", "NVIDIA H100 NVL", "NVIDIA A100-SXM4-40GB"]
@@ -99,6 +100,13 @@ def check_invariants(engine):
             assert st_.g_used_cores[row] <= st_.g_cores[row]
 
 
+def realised(engine, gpu_uuid, profile, start, in_use=False, pod_uid=None):
+    """An instance known by its placement, sized from the engine's table of the GPU's model."""
+    t = engine.tables.models[int(engine.state.g_model[engine._rows[gpu_uuid]])]
+    size = t.profiles[t.slots[t.slot_of(profile, start)][0]].memory_slices
+    return RealisedInstance.expected(gpu_uuid, profile, Placement(start, size), in_use=in_use, pod_uid=pod_uid)
+
+
 def adoption(engine, cluster, gpu_pick, layout_pick):
     """A node report: one MIG GPU holds busy instances at a legal layout of its model."""
     mig = [(name, g) for name, gpus in cluster for g in gpus if g.mode == GpuMode.MIG]
@@ -108,14 +116,14 @@ def adoption(engine, cluster, gpu_pick, layout_pick):
     snap = engine.snapshot()
     t = engine.tables.models[int(engine.state.g_model[engine._rows[gpu.uuid]])]
     slotset = t.layouts[layout_pick % t.n_layouts]
-    report = [RealisedInstance(gpu.uuid, t.profiles[t.slots[k][0]].name, t.slots[k][1], in_use=True,
+    report = [realised(engine, gpu.uuid, t.profiles[t.slots[k][0]].name, t.slots[k][1], in_use=True,
                                pod_uid=f"adopted-{k}") for k in range(len(t.slots)) if slotset >> k & 1]
     for _name, gpus in cluster:
         if _name != node:
             continue
         for g in gpus:
             for profile, start in snap.get(g.uuid, {}).get("idle", []):
-                report.append(RealisedInstance(g.uuid, profile, start, in_use=False))
+                report.append(realised(engine, g.uuid, profile, start, in_use=False))
     return node, report
 
 
@@ -164,7 +172,7 @@ def test_compiled_and_reference_agree(cluster, ops, policy):
                     for g in gpus:
                         for profile, start in snap.get(g.uuid, {}).get("idle", []):
                             if op[2] >> bit & 1:
-                                report.append(RealisedInstance(g.uuid, profile, start, in_use=False))
+                                report.append(realised(engine, g.uuid, profile, start, in_use=False))
                             bit += 1
                 results.append(engine.set_realised(node, report))
             elif op[0] == "adopt":

@@ -13,18 +13,18 @@ import itertools
 import numpy as np
 import pytest
 
-from hami._core import Decision, Engine, GpuMode, GpuSpec, RealisedInstance, Rejection
+from hami._core import Decision, Engine, GpuMode, GpuSpec, Rejection
 from hami._core import state as S
 from hami._core.tables import GEOMETRY_POLICIES, PolicyTables
 from hami.api.requests import ContainerRequest, Request
 from hami.devices import naming
-from tests.core.helpers import mig_node, req
+from tests.core.helpers import mig_node, realised, req
 
 A100 = "NVIDIA A100-SXM4-80GB"
 
 
 def busy(gpu, *placed):
-    return [RealisedInstance(gpu, p, s, in_use=True, pod_uid=f"other-{p}-{s}") for p, s in placed]
+    return [realised(gpu, p, s, in_use=True, pod_uid=f"other-{p}-{s}") for p, s in placed]
 
 
 def pod(*containers):
@@ -180,12 +180,12 @@ def test_fits_agrees_with_decide_on_idle_instances_under_hami_v210(make_engine):
             GpuSpec("GPU-h200", "NVIDIA H200", GpuMode.MIG, 143771, index=1),
             GpuSpec("GPU-a30", "NVIDIA A30", GpuMode.MIG, 24576, index=2)]
     e.upsert_node("n", gpus)
-    report = [RealisedInstance("GPU-a100", "3g.40gb", 4, in_use=True, pod_uid="x"),
-              RealisedInstance("GPU-a100", "2g.20gb", 0, in_use=False),
-              RealisedInstance("GPU-a100", "2g.20gb", 2, in_use=False),
-              RealisedInstance("GPU-h200", "1g.18gb", 6, in_use=False),
-              RealisedInstance("GPU-h200", "2g.35gb", 0, in_use=False)]
-    report += [RealisedInstance("GPU-a30", "1g.6gb", s, in_use=False) for s in (1, 2, 3)]
+    report = [realised("GPU-a100", "3g.40gb", 4, in_use=True, pod_uid="x"),
+              realised("GPU-a100", "2g.20gb", 0, in_use=False),
+              realised("GPU-a100", "2g.20gb", 2, in_use=False),
+              realised("GPU-h200", "1g.18gb", 6, in_use=False, model="H200"),
+              realised("GPU-h200", "2g.35gb", 0, in_use=False, model="H200")]
+    report += [realised("GPU-a30", "1g.6gb", s, in_use=False, model="A30") for s in (1, 2, 3)]
     assert e.set_realised("n", report) == []
     request = pod((2, 30000), (2, 36000))
     fit = e.fits(request, e.node_ids(["n"]))

@@ -2,10 +2,10 @@
 
 import pytest
 
-from hami._core import Code, CorePick, Decision, Features, MigPick, RealisedInstance, Reason, Rejection
+from hami._core import Code, CorePick, Decision, Features, MigPick, Reason, Rejection
 from hami.api.requests import ContainerRequest, GpuPolicy, Mode, NodePolicy, Request
 from hami.devices.config import load_device_config
-from tests.core.helpers import core_node, mig_node, req
+from tests.core.helpers import core_node, mig_node, realised, req
 
 
 def in_use(engine, uuid):
@@ -144,11 +144,15 @@ def test_release_makes_the_instance_idle_and_it_is_reused(make_engine):
     assert again.reuse is not None and again.destroy == ()
 
 
+MIG_A = "MIG-00000000-0000-0000-0000-00000000000a"
+MIG_B = "MIG-00000000-0000-0000-0000-00000000000b"
+
+
 def test_idle_instances_are_destroyed_only_when_their_slices_are_needed(make_engine):
     e = make_engine()
     (gpu,) = mig_node(e, "n")
-    e.set_realised("n", [RealisedInstance(gpu, "1g.10gb", 0, in_use=False, mig_uuid="MIG-a"),
-                         RealisedInstance(gpu, "1g.10gb", 1, in_use=False, mig_uuid="MIG-b")])
+    e.set_realised("n", [realised(gpu, "1g.10gb", 0, in_use=False, mig_uuid=MIG_A),
+                         realised(gpu, "1g.10gb", 1, in_use=False, mig_uuid=MIG_B)])
     small = only_pick(e.decide_and_reserve("s", req(mem=20000), "n"))
     assert small.destroy == ()  # placed on free slices, idle ones kept
     assert len(idle(e, gpu)) == 2
@@ -156,7 +160,7 @@ def test_idle_instances_are_destroyed_only_when_their_slices_are_needed(make_eng
     assert isinstance(whole, Rejection)  # the 20 GB instance is in use
     e.release("s")
     whole = only_pick(e.decide_and_reserve("w", req(pct=100), "n"))
-    assert {i.mig_uuid for i in whole.destroy} >= {"MIG-a", "MIG-b"}
+    assert {i.mig_uuid for i in whole.destroy} >= {MIG_A, MIG_B}
     assert idle(e, gpu) == []
 
 
@@ -350,7 +354,7 @@ def test_assume_loads_decisions_and_reports_conflicts(make_engine):
 def test_realised_busy_instances_block_and_are_adopted(make_engine):
     e = make_engine()
     (gpu,) = mig_node(e, "n")
-    e.set_realised("n", [RealisedInstance(gpu, "3g.40gb", 4, in_use=True, pod_uid="old")])
+    e.set_realised("n", [realised(gpu, "3g.40gb", 4, in_use=True, pod_uid="old")])
     assert in_use(e, gpu) == [("3g.40gb", 4)]
     assert isinstance(e.decide_and_reserve("big", req(pct=100), "n"), Rejection)
     # the decision for that pod arrives later: the pinned instance becomes its reservation

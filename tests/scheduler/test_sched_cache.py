@@ -107,3 +107,49 @@ def test_a_registration_without_our_fields_is_reported_not_guessed() -> None:
     cache.node_event("upsert", node_body("y1", [device]))
     assert not cache.has_gpus("y1")  # refused with a logged reason; the node takes no MIG pod
     assert cache.annotation_errors == 1
+
+
+def test_the_engine_holds_the_wire_instance_itself() -> None:
+    """One RealisedInstance type: what the cache decodes is what the engine folds, ids included."""
+    engine = Engine()
+    cache = ClusterCache(engine)
+    report = codecs.encode_node_mig_instances([_instance(pod_uid="uid-1")])
+    cache.node_event("upsert", node_body("mig-a", devices("a", 1), **{names.NODE_MIG_INSTANCES: report}))
+    (pinned,) = engine._pinned[engine._rows["GPU-a-0"]].values()
+    assert pinned == codecs.decode_node_mig_instances(report)[0]
+    assert (pinned.mig_uuid, pinned.gpu_instance_id, pinned.compute_instance_id) == (MIG_UUID, 2, 0)
+
+
+def test_an_older_agents_instance_gets_the_uid_the_cache_knows_by_name() -> None:
+    engine = Engine()
+    cache = ClusterCache(engine)
+    cache.pod_event("upsert", {"metadata": {"name": "job", "namespace": "ns", "uid": "uid-9"},
+                               "spec": {}, "status": {"phase": "Running"}})
+    report = codecs.encode_node_mig_instances([_instance()])  # no podUID
+    cache.node_event("upsert", node_body("mig-a", devices("a", 1), **{names.NODE_MIG_INSTANCES: report}))
+    (pinned,) = engine._pinned[engine._rows["GPU-a-0"]].values()
+    assert pinned.pod_uid == "uid-9" and pinned.pod == "ns/job"
+
+
+def test_an_instance_without_nvml_ids_is_never_written() -> None:
+    expected = codecs.RealisedInstance.expected("GPU-a-0", "3g.40gb", codecs.Placement(4, 4))
+    assert expected.start == 4 and not expected.in_use
+    with pytest.raises(ValueError, match="gpuInstanceID and computeInstanceID and migUUID missing"):
+        codecs.encode_node_mig_instances([expected])
+    wire = codecs.encode_node_mig_instances([_instance(state=codecs.InstanceState.IDLE, pod=None,
+                                                       since=datetime(2024, 5, 1, tzinfo=UTC))])
+    with pytest.raises(AnnotationError, match="since"):
+        codecs.decode_node_mig_instances(wire.replace(',"since":"2024-05-01T12:00:00Z"', "")
+                                         .replace(',"since":"2024-05-01T00:00:00Z"', ""))
+    with pytest.raises(AnnotationError, match="in-use instance needs pod"):
+        codecs.decode_node_mig_instances(codecs.encode_node_mig_instances([_instance()]).replace(',"pod":"ns/job"', ""))
+
+
+def test_a_reported_placement_of_the_wrong_width_is_a_conflict() -> None:
+    engine = Engine()
+    cache = ClusterCache(engine)
+    cache.node_event("upsert", node_body("mig-a", devices("a", 1)))
+    wrong = codecs.RealisedInstance.expected("GPU-a-0", "3g.40gb", codecs.Placement(4, 2), in_use=True, pod_uid="x")
+    (conflict,) = engine.set_realised("mig-a", [wrong])
+    assert "4 memory slices wide, not 2" in conflict.detail
+    assert engine.snapshot()["GPU-a-0"]["in_use"] == []

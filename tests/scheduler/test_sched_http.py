@@ -60,6 +60,20 @@ def test_filter_returns_every_fitting_node_and_reasons_for_the_rest(sched: Sched
     assert "exceeds the GPU's total memory" in reply["FailedAndUnresolvableNodes"]["core-a"]
 
 
+def test_failed_nodes_say_what_the_pod_asks_and_a_node_too_small_says_its_size(sched: Scheduler) -> None:
+    gpus = int(sched.engine.gpu_counts(sched.engine.node_ids(["core-a"]))[0])
+    many = gpu_pod("many", {"nvidia.com/gpu": str(gpus + 1), "nvidia.com/gpumem": "10000"},
+                   annotations={"nvidia.com/vgpu-mode": "hami-core"})
+    _, reply = post(sched, "/filter", args(many, ["core-a"]))
+    # more shares than the node has GPUs (a share per GPU): never fits there, and says the numbers
+    reason = reply["FailedAndUnresolvableNodes"]["core-a"]
+    assert f"asks {gpus + 1} GPUs × 10000 MiB" in reason and f"the node has {gpus} GPU" in reason
+    assert not reply["FailedNodes"]
+    big = gpu_pod("big", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "60000"})
+    _, reply = post(sched, "/filter", args(big, ["core-a"]))
+    assert "(asks 1 GPU × 60000 MiB)" in reply["FailedAndUnresolvableNodes"]["core-a"]
+
+
 def test_prioritize_maps_scores_to_0_10(sched: Scheduler) -> None:
     pod = gpu_pod("p", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10000"})
     status, reply = post(sched, "/prioritize", args(pod, ["mig-a", "core-a", "ghost"]))
