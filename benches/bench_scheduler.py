@@ -29,6 +29,7 @@ from hami.scheduler import annotations as A
 from hami.scheduler.binder import Binder
 from hami.scheduler.cache import ClusterCache
 from hami.scheduler.extender import Extender, decode_args
+from hami.scheduler.metrics import SchedulerMetrics
 from hami.scheduler.server import SchedulerHTTPServer
 from hami.sim.apiserver import ApiServer
 
@@ -123,21 +124,32 @@ def http_extender(lists):
         cache.node_event("upsert", n)
     cache.nodes_synced.set()
     cache.pods_synced.set()
-    extender = Extender(cache.engine, cache, None, RequestDefaults())
+    metrics = SchedulerMetrics(cache.engine, cache)  # as in production: filter counts outcomes and reasons
+    extender = Extender(cache.engine, cache, None, RequestDefaults(), metrics=metrics)
     server = SchedulerHTTPServer(("127.0.0.1", 0), {"/filter": extender.filter, "/prioritize": extender.prioritize},
                                  ready=lambda: (True, ""),
                                  decoders={"/filter": decode_args, "/prioritize": decode_args}).start()
     names_ = [n["metadata"]["name"] for n in msgspec.json.decode(node_bytes)["items"]]
-    yield server, json.dumps({"Pod": POD, "Nodes": None, "NodeNames": names_}).encode()
+    yield server, {pod["metadata"]["name"]: json.dumps({"Pod": pod, "Nodes": None, "NodeNames": names_}).encode()
+                   for pod in (POD, REJECTED_POD)}
     server.stop()
 
 
-@pytest.mark.parametrize("verb", ["filter", "prioritize"])
-def test_http_verb(benchmark, http_extender, verb):
-    server, body = http_extender
+# A pod no node can hold (more memory than any MIG profile): every node is rejected with a reason,
+# the per-node work of a busy cluster, where nearly every node rejects nearly every pod.
+REJECTED_POD = {**POD, "metadata": {**POD["metadata"], "name": "rejected", "uid": "rejected-uid"},
+                "spec": {"containers": [{**POD["spec"]["containers"][0], "resources": {
+                    "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "900000"}}}]}}
+
+
+@pytest.mark.parametrize(("verb", "pod"), [("filter", "bench"), ("prioritize", "bench"), ("filter", "rejected")])
+def test_http_verb(benchmark, http_extender, verb, pod):
+    server, bodies = http_extender
+    body = bodies[pod]
     conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
     benchmark.group = f"/{verb} over HTTP, {NODES:,} nodes x 8 GPUs"
-    benchmark.extra_info.update(case=f"/{verb} http {NODES} nodes", impl="compiled", gpus=NODES * GPUS_PER_NODE)
+    case = f"/{verb} http {NODES} nodes" + (", every node rejects" if pod == "rejected" else "")
+    benchmark.extra_info.update(case=case, impl="compiled", gpus=NODES * GPUS_PER_NODE)
 
     def call():
         conn.request("POST", f"/{verb}", body, {"Content-Type": "application/json"})

@@ -274,12 +274,14 @@ class ClusterCache:
             return
         record.bind_time = recorded.bind_time
         record.bind_phase = recorded.phase
+        if uid in self._in_flight:
+            # our binder holds the reservation and writes these annotations; a `failed` mark seen
+            # now is a stale one from an earlier attempt (the binder releases its own failures)
+            record.holds = True
+            return
         if recorded.phase == names.BIND_PHASE_FAILED:
             self.engine.release(uid)
             return
-        if uid in self._in_flight:
-            record.holds = True
-            return  # our binder holds the reservation and writes these annotations
         if not record.node and not self._bind_recent(recorded.bind_time):
             self.engine.release(uid)
             return  # an old bind that never reached a Binding

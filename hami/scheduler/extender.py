@@ -200,22 +200,39 @@ class Extender:
         codes = fit.codes
         fitting = np.flatnonzero(codes == Code.SUCCESS).tolist()
         failed, unresolvable = {}, {}
+        rejected: dict[int, int] = {}
         if len(fitting) < len(names):
-            reasons = fit.reasons.tolist()
-            gpus = self.engine.gpu_counts(ids).tolist()
-            asks = describe_ask(request)
-            most = max(c.count for c in request.containers)
-            for j in np.flatnonzero(codes != Code.SUCCESS).tolist():
-                if ids[j] == 0:
-                    unresolvable[names[j]] = NOT_REGISTERED
-                elif codes[j] == Code.UNSCHEDULABLE:
-                    failed[names[j]] = self._explain(reasons[j], asks, most, gpus[j])
-                else:
-                    unresolvable[names[j]] = self._explain(reasons[j], asks, most, gpus[j])
+            failed, unresolvable, rejected = self._failures(request, names, ids, fit)
         if self.metrics is not None:
-            self.metrics.observe_filter(len(fitting), failed, unresolvable)
+            self.metrics.observe_filter(len(fitting), len(failed), len(unresolvable), rejected)
         return self._filter_reply([names[j] for j in fitting], [items[j] for j in fitting] if items else None,
                                   failed, unresolvable, "")
+
+    def _failures(self, request: Request, names: list[str], ids: np.ndarray, fit) -> tuple[dict, dict, dict]:
+        """FailedNodes, FailedAndUnresolvableNodes and the count of each reason mask. At 0.9 load
+        nearly every node rejects a pod, so the per-node work is one dict store: each distinct
+        (reason, GPU count) is explained once per call, and metrics count masks, not texts."""
+        bad = np.flatnonzero(fit.codes != Code.SUCCESS)
+        bad_reasons = fit.reasons[bad]
+        most = max(c.count for c in request.containers)
+        gpus = self.engine.gpu_counts(ids[bad]) if most > 1 else np.full(len(bad), most, np.int32)
+        asks = describe_ask(request)
+        unschedulable = int(Code.UNSCHEDULABLE)
+        texts: dict[tuple[int, int], str] = {}
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        for j, node_id, code, reason, count in zip(bad.tolist(), ids[bad].tolist(), fit.codes[bad].tolist(),
+                                                    bad_reasons.tolist(), gpus.tolist()):
+            if node_id == 0:
+                unresolvable[names[j]] = NOT_REGISTERED
+                continue
+            key = (reason, count if most > count else -1)
+            text = texts.get(key)
+            if text is None:
+                text = texts[key] = self._explain(reason, asks, most, count)
+            (failed if code == unschedulable else unresolvable)[names[j]] = text
+        masks, counts = np.unique(bad_reasons, return_counts=True)
+        return failed, unresolvable, dict(zip(masks.tolist(), counts.tolist()))
 
     @staticmethod
     def _filter_reply(names, items, failed, unresolvable, error) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from hami._core import Engine, MigPick
 from hami._core.introspect import geometry_slots
+from hami._core.results import REASON_TEXT
 from hami.api import codecs
 from hami.scheduler.annotations import profile_identity
 from hami.scheduler.cache import ClusterCache
@@ -182,15 +183,18 @@ class SchedulerMetrics:
     def observe(self, path: str, seconds: float) -> None:
         self.latency.labels(path).observe(seconds)
 
-    def observe_filter(self, fitting: int, failed: dict[str, str], unresolvable: dict[str, str]) -> None:
+    def observe_filter(self, fitting: int, failed: int, unresolvable: int, rejected: Mapping[int, int]) -> None:
+        """One filter call: nodes by outcome, and `rejected` (reason mask -> nodes) by reason,
+        labelled with the reasons' fixed texts (never the per-pod numbers: bounded labels)."""
         self.filters.labels("fit").inc(fitting)
         if failed:
-            self.filters.labels("unschedulable").inc(len(failed))
+            self.filters.labels("unschedulable").inc(failed)
         if unresolvable:
-            self.filters.labels("unresolvable").inc(len(unresolvable))
-        for reason in (*failed.values(), *unresolvable.values()):
-            for part in reason.split("; "):
-                self.rejections.labels(part).inc()
+            self.filters.labels("unresolvable").inc(unresolvable)
+        for mask, nodes in rejected.items():
+            for bit, text in REASON_TEXT.items():
+                if mask & bit:
+                    self.rejections.labels(text).inc(nodes)
 
     def bind_failed(self) -> None:
         self.bind_failures.inc()

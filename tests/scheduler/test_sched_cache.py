@@ -9,10 +9,12 @@ import pytest
 from hami._core import Engine
 from hami.api import codecs, names
 from hami.api.errors import AnnotationError
+from hami.api.requests import ContainerRequest, Request
 from hami.scheduler.cache import ClusterCache
 from tests.scheduler.conftest import devices, node_body
 
 MIG_UUID = "MIG-00000000-0000-0000-0000-0000000000b1"
+A_40GB = Request((ContainerRequest("c", 0, False, 1, 40000),))
 
 
 def _instance(**kw) -> codecs.RealisedInstance:
@@ -153,3 +155,23 @@ def test_a_reported_placement_of_the_wrong_width_is_a_conflict() -> None:
     (conflict,) = engine.set_realised("mig-a", [wrong])
     assert "4 memory slices wide, not 2" in conflict.detail
     assert engine.snapshot()["GPU-a-0"]["in_use"] == []
+
+
+def test_a_stale_failed_mark_does_not_drop_a_bind_in_flight() -> None:
+    """A re-bind of a pod whose earlier attempt was marked failed: the old mark arriving while our
+    binder holds the new reservation must not release it (the next pod could take the devices)."""
+    engine = Engine()
+    cache = ClusterCache(engine)
+    cache.node_event("upsert", node_body("mig-a", devices("a", 1)))
+    stale = _pod("uid-r")
+    stale["metadata"]["annotations"][names.BIND_PHASE] = "failed"
+    stale["spec"] = {}
+    stale["status"] = {"phase": "Pending"}
+    cache.begin_bind("uid-r")
+    decision = engine.decide_and_reserve("uid-r", A_40GB, "mig-a")
+    assert engine.reservation("uid-r") == decision
+    cache.pod_event("upsert", stale)
+    assert engine.reservation("uid-r") == decision
+    cache.end_bind("uid-r")
+    cache.pod_event("upsert", {**stale, "metadata": {**stale["metadata"], "resourceVersion": "2"}})
+    assert engine.reservation("uid-r") is None  # once no bind is in flight, failed releases

@@ -74,6 +74,18 @@ def test_failed_nodes_say_what_the_pod_asks_and_a_node_too_small_says_its_size(s
     assert "(asks 1 GPU × 60000 MiB)" in reply["FailedAndUnresolvableNodes"]["core-a"]
 
 
+def test_rejection_metrics_are_labelled_by_reason_never_by_the_pods_numbers(sched: Scheduler) -> None:
+    from hami._core.results import REASON_TEXT
+
+    for mem in ("60000", "61000", "62000"):
+        post(sched, "/filter", args(gpu_pod(f"big{mem}", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": mem}),
+                                    ["core-a", "ghost"]))
+    text = generate_latest(sched.metrics.registry).decode()
+    labels = {line.split('reason="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+              if line.startswith("hami_scheduler_node_rejections_total{")}
+    assert labels and labels <= set(REASON_TEXT.values()), labels  # bounded: no "asks 1 GPU × 60000 MiB"
+
+
 def test_prioritize_maps_scores_to_0_10(sched: Scheduler) -> None:
     pod = gpu_pod("p", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10000"})
     status, reply = post(sched, "/prioritize", args(pod, ["mig-a", "core-a", "ghost"]))
