@@ -57,6 +57,7 @@ class Informer:
         self._thread: threading.Thread | None = None
         self._known: dict[str, Obj] = {}  # key -> identity (uid, namespace, name) of what exists
         self._response: Any = None
+        self.listing = False  # handing a list's items to the handler: the handler has seen part of it
 
     def start(self) -> Informer:
         if self._stop.is_set():
@@ -108,13 +109,17 @@ class Informer:
                 version = meta.get("resourceVersion") or ""
                 break
         seen: dict[str, Obj] = {}
-        with gc_paused():  # a list's objects live on in the handler's cache: no use collecting meanwhile
-            for obj in items:
-                seen[object_key(obj)] = _identity(obj)
-                self._handler("upsert", obj)
-        for key, identity in self._known.items():  # gone while we were not watching
-            if key not in seen:
-                self._handler("deleted", {"metadata": identity})
+        self.listing = True
+        try:
+            with gc_paused():  # a list's objects live on in the handler's cache: no use collecting meanwhile
+                for obj in items:
+                    seen[object_key(obj)] = _identity(obj)
+                    self._handler("upsert", obj)
+            for key, identity in self._known.items():  # gone while we were not watching
+                if key not in seen:
+                    self._handler("deleted", {"metadata": identity})
+        finally:
+            self.listing = False
         self._known = seen
         log.info("informer kind=%s listed=%d resourceVersion=%s", self.kind, len(items), version)
         return version

@@ -4,12 +4,17 @@ HTTP(S) server and the metrics listener, wired together.
 Start-up order is what makes a restart safe: the informers list nodes and pods and fold every
 recorded decision into the engine before `/readyz` turns true and before filter or bind answer
 anything but "still loading" — nothing is double-booked across a restart.
+
+With `--leader-lease` several replicas run (docs/ha.md): each keeps its cache warm and is Ready
+once synced, answers filter and prioritize, and binds only while its own Pod's kube-scheduler
+holds the Lease (`hami.scheduler.leader`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from hami.k8s.informer import Informer
 from hami.scheduler.binder import Binder
 from hami.scheduler.cache import ClusterCache
 from hami.scheduler.extender import Extender, decode_args
+from hami.scheduler.leader import LeaderSettings, Leadership, SoleReplica
 from hami.scheduler.metrics import SchedulerMetrics
 from hami.scheduler.server import SchedulerHTTPServer
 from hami.scheduler.webhook import WebhookSettings, review
@@ -51,6 +57,7 @@ class SchedulerConfig:
     legacy_metrics: bool = True
     force_overwrite_default_scheduler: bool = True
     runtime_class_name: str = ""
+    leader: LeaderSettings | None = None  # None: one replica, always acting
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -94,16 +101,18 @@ class Scheduler:
         self.cache = ClusterCache(self.engine, handshake_timeout_s=config.handshake_timeout_s,
                                   bind_ttl_s=config.bind_ttl_s)
         self.metrics = SchedulerMetrics(self.engine, self.cache, config.legacy_metrics)
+        nodes, pods = Informer(self.kube, "nodes", self._on_node), Informer(self.kube, "pods", self._on_pod)
+        self._informers = [nodes, pods]
+        self.leadership: Leadership | SoleReplica = SoleReplica()
+        if config.leader:
+            self.leadership = Leadership(self.kube, config.leader, synced=lambda: self.cache.synced,
+                                         listing=lambda: pods.listing, on_takeover=lambda: self.binder.take_over())
         self.binder = Binder(self.engine, self.cache, self.kube, self.defaults,
                              lock_timeout_s=config.node_lock_timeout_s, lock_wait_s=config.lock_wait_s,
-                             on_bound=self.metrics.bound)
+                             on_bound=self.metrics.bound, leader=self.leadership)
         self.extender = Extender(self.engine, self.cache, self.binder, self.defaults, self.metrics)
         self.webhook = WebhookSettings(self.nvidia, config.scheduler_name, config.force_overwrite_default_scheduler,
                                        config.runtime_class_name)
-        self._informers = [
-            Informer(self.kube, "nodes", self._on_node),
-            Informer(self.kube, "pods", self._on_pod),
-        ]
         self._stop = threading.Event()
         self.server: SchedulerHTTPServer | None = None
         self._metrics_server = None
@@ -113,6 +122,7 @@ class Scheduler:
 
     def _on_pod(self, kind: str, obj: dict) -> None:
         self.cache.pod_event(kind, obj)
+        self.leadership.pod_seen(obj)  # after the cache: our own Pod's version marks what the cache holds
 
     def ready(self) -> tuple[bool, str]:
         if not self.cache.nodes_synced.is_set():
@@ -125,7 +135,8 @@ class Scheduler:
         host, port = _split_address(self.config.http_bind, "--http-bind")
         routes = {"/filter": self.extender.filter, "/prioritize": self.extender.prioritize,
                   "/bind": self.extender.bind, "/webhook": lambda body: review(body, self.webhook)}
-        self.server = SchedulerHTTPServer((host, port), routes, ready=self.ready, observe=self.metrics.observe,
+        self.server = SchedulerHTTPServer((host, port), routes, ready=self.ready, health=self.leadership.healthy,
+                                          observe=self.metrics.observe,
                                           cert_file=self.config.cert_file, key_file=self.config.key_file,
                                           decoders={"/filter": decode_args, "/prioritize": decode_args}).start()
         mhost, mport = _split_address(self.config.metrics_bind, "--metrics-bind")
@@ -133,6 +144,7 @@ class Scheduler:
             self._metrics_server = self.metrics.serve(mhost, mport)
         self._informers[0].start()
         threading.Thread(target=self._sync, name="cache-sync", daemon=True).start()
+        self.leadership.start()
         log.info("hami scheduler listening url=%s metrics=%s policy=%s", self.server.url,
                  self.config.metrics_bind if mport else "off", self.config.policy)
         return self
@@ -160,6 +172,7 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+        self.leadership.stop()
         for informer in self._informers:
             informer.stop()
         if self.server is not None:
@@ -187,6 +200,37 @@ def add_parser(sub) -> None:
                    help="seconds a bind waits for a locked node (keep below the extender httpTimeout)")
     p.add_argument("--no-legacy-metrics", action="store_true", help="omit HAMi's pre-2.9 metric names")
     p.add_argument("--runtime-class-name", default="", help="runtimeClassName the webhook sets on GPU pods")
+    ha = p.add_argument_group("high availability (docs/ha.md)")
+    ha.add_argument("--leader-lease", default="", metavar="NAMESPACE/NAME",
+                    help="follow this coordination.k8s.io Lease (the co-located kube-scheduler's leader election, "
+                         "e.g. kube-system/hami-scheduler) and act (bind, write) only while this Pod's "
+                         "kube-scheduler holds it; default off: one replica, always acting")
+    ha.add_argument("--pod-name", default=os.environ.get("POD_NAME", ""),
+                    help="this Pod's name (default $POD_NAME): the leader identity prefix '<pod-name>_' and the Pod "
+                         "that gets the hami.io/scheduler-role label")
+    ha.add_argument("--pod-namespace", default=os.environ.get("POD_NAMESPACE", ""),
+                    help="this Pod's namespace (default $POD_NAMESPACE)")
+    ha.add_argument("--leader-identity-prefix", default="",
+                    help="holderIdentity prefix that means 'this Pod's kube-scheduler' (default '<pod-name>_', "
+                         "kube-scheduler's '<hostname>_<uuid>' with hostname = pod name)")
+    ha.add_argument("--leader-renew-deadline", type=float, default=10.0,
+                    help="seconds without an observed renewal after which this replica stops acting (default 10, "
+                         "kube-scheduler's --leader-elect-renew-deadline; keep below the lease duration)")
+    ha.add_argument("--leader-poll", type=float, default=1.0,
+                    help="seconds between Lease reads besides the watch (default 1)")
+    ha.add_argument("--max-write-failures", type=int, default=3,
+                    help="consecutive failed API writes after which the leader steps down and /healthz fails, so "
+                         "the kube-scheduler container's livenessProbe restarts it and frees the Lease (default 3; "
+                         "0: never)")
+
+
+def leader_settings(args: argparse.Namespace) -> LeaderSettings | None:
+    """--leader-lease and its companions; None (one replica) without a lease."""
+    if not args.leader_lease:
+        return None
+    return LeaderSettings(lease=args.leader_lease, pod_name=args.pod_name, pod_namespace=args.pod_namespace,
+                          identity_prefix=args.leader_identity_prefix, renew_deadline_s=args.leader_renew_deadline,
+                          poll_s=args.leader_poll, max_write_failures=args.max_write_failures)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
                                  policy=args.policy, node_scheduler_policy=args.node_scheduler_policy,
                                  gpu_scheduler_policy=args.gpu_scheduler_policy,
                                  node_lock_timeout_s=args.node_lock_timeout, lock_wait_s=args.lock_wait,
-                                 legacy_metrics=not args.no_legacy_metrics, runtime_class_name=args.runtime_class_name)
+                                 legacy_metrics=not args.no_legacy_metrics, runtime_class_name=args.runtime_class_name,
+                                 leader=leader_settings(args))
         scheduler = Scheduler(config)
     except CredentialsError as err:
         print(f"hami scheduler: no usable Kubernetes credentials ({err}); pass --kubeconfig or set $KUBECONFIG, "

@@ -14,6 +14,10 @@ bind never reached a Binding: `ClusterCache.lock_owner_done`).
 
 Any failure after the reservation releases it, releases the lock if we took it, marks the pod's
 `bind-phase` failed when its annotations were written, records an event and returns the reason.
+
+With several replicas (docs/ha.md) every API write first asks `leader.check()` — a replica that
+is not acting, or stopped acting mid-bind, writes nothing more — and tells `leader.record_write()`
+whether the API took it, so that a leader whose writes keep failing steps down.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from hami.k8s import Conflict, Kube, KubeError, NotFound
 from hami.k8s.binding import bind_pod
 from hami.scheduler import annotations as A
 from hami.scheduler.cache import ClusterCache
+from hami.scheduler.leader import Leadership, NotActing, SoleReplica, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,8 @@ class BindError(Exception):
 class Binder:
     def __init__(self, engine: Engine, cache: ClusterCache, kube: Kube, defaults: RequestDefaults, *,
                  lock_timeout_s: float = 300.0, lock_wait_s: float = 20.0,
-                 clock: Callable[[], float] = time.time, on_bound: Callable[[Decision], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, on_bound: Callable[[Decision], None] | None = None,
+                 leader: Leadership | SoleReplica | None = None) -> None:
         self.engine = engine
         self.cache = cache
         self.kube = kube
@@ -56,6 +62,7 @@ class Binder:
         self.lock_wait_s = lock_wait_s
         self.clock = clock
         self.on_bound = on_bound
+        self.leader = leader if leader is not None else SoleReplica()
         self.api_calls = 0  # API requests made by binds (the bench reports calls per bind)
         self._calls_lock = threading.Lock()
 
@@ -63,9 +70,31 @@ class Binder:
         with self._calls_lock:
             self.api_calls += n
 
+    def _write(self, call: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """One API write, only while this replica acts (NotActing otherwise); its outcome counted."""
+        return self._guarded(False, call, *args, **kw)
+
+    def _guarded(self, takeover: bool, call: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        self.leader.check(takeover=takeover)
+        self._count()
+        try:
+            out = call(*args, **kw)
+        except KubeError as err:
+            self.leader.record_write(not write_failed(err))
+            raise
+        self.leader.record_write(True)
+        return out
+
     # -- the verb -------------------------------------------------------------------------------
     def bind(self, namespace: str, name: str, uid: str, node: str, pod: Mapping[str, Any] | None) -> None:
         """Raises BindError with the reason; returns when the Binding exists."""
+        try:
+            self.leader.check()
+            self._bind(namespace, name, uid, node, pod)
+        except NotActing as err:
+            raise BindError(str(err)) from None
+
+    def _bind(self, namespace: str, name: str, uid: str, node: str, pod: Mapping[str, Any] | None) -> None:
         if pod is None or (pod.get("metadata") or {}).get("uid") != uid:
             try:
                 self._count()
@@ -98,29 +127,33 @@ class Binder:
             self._take_lock(node, namespace, name)
             locked = True
             now = datetime.fromtimestamp(self.clock(), UTC)
-            values = A.decision_annotations(out, self.cache.gpu_types(node), now, self.cache.learned)
-            self._count()
-            self.kube.patch("pods", name, {"metadata": {"annotations": values, "labels": {names.VGPU_NODE: node}}},
-                            namespace)
+            values: dict[str, str | None] = {**A.decision_annotations(out, self.cache.gpu_types(node), now,
+                                                                    self.cache.learned)}
+            # a merge patch keeps what it does not name: an earlier failed MIG bind's reservations
+            # must not outlive it on a pod now bound to hami-core devices
+            values.setdefault(names.VGPU_MIG_ALLOCATIONS, None)
+            self._write(self.kube.patch, "pods", name,
+                        {"metadata": {"annotations": values, "labels": {names.VGPU_NODE: node}}}, namespace)
             annotated = True
             self._post_binding(namespace, name, uid, node)
-        except (BindError, KubeError, AnnotationError, ValueError) as err:
+        except (BindError, KubeError, AnnotationError, ValueError, NotActing) as err:
             self.engine.release(uid)
             if annotated:
-                with contextlib.suppress(KubeError):
-                    self.kube.annotate("pods", name, {names.BIND_PHASE: names.BIND_PHASE_FAILED}, namespace)
+                with contextlib.suppress(KubeError, NotActing):
+                    self._write(self.kube.annotate, "pods", name, {names.BIND_PHASE: names.BIND_PHASE_FAILED},
+                                namespace)
             if locked:
                 self.release_lock(node, namespace, name)
-            self.kube.event(pod, "Warning", "BindingFailed", f"hami: {err}", COMPONENT)
+            if self.leader.acting()[0]:
+                self.kube.event(pod, "Warning", "BindingFailed", f"hami: {err}", COMPONENT)
             raise BindError(str(err)) from None
         log.info("bound pod=%s/%s node=%s devices=%d", namespace, name, node, sum(1 for _ in out.picks()))
         if self.on_bound is not None:
             self.on_bound(out)
 
     def _post_binding(self, namespace: str, name: str, uid: str, node: str) -> None:
-        self._count()
         try:
-            bind_pod(self.kube, namespace, name, uid, node)
+            self._write(bind_pod, self.kube, namespace, name, uid, node)
         except Conflict as err:
             # already bound: by an earlier try of this bind (its reply was lost) or elsewhere
             self._count()
@@ -130,6 +163,80 @@ class Binder:
             raise BindError(f"pod {namespace}/{name} is already bound or changed: {err.message}") from None
         except KubeError as err:
             raise BindError(f"binding pod {namespace}/{name} to {node} failed: {err}") from None
+
+    # -- a takeover -----------------------------------------------------------------------------
+    def take_over(self) -> int:
+        """What a new leader cleans up after the old one before its first bind (docs/ha.md); how
+        many pods it marked (their marks must reach our cache before we bind)."""
+        marked = self.fail_orphans()
+        self.free_orphan_locks()
+        return marked
+
+    def free_orphan_locks(self) -> int:
+        """Node locks the old leader took for a pod it never annotated (it died in between): nobody
+        will release them (no agent Allocate follows) and, the pod showing no decision, they would
+        otherwise block the node until the lock timeout. Only called once our cache has every pod
+        write of the old leader, and with no bind of ours in flight."""
+        freed = 0
+        for node in self.cache.node_names():
+            value, _version = self.cache.node_lock(node)
+            if not value:
+                continue
+            try:
+                lock = codecs.decode_node_lock(value)
+            except AnnotationError:
+                continue
+            if lock.name is None:
+                continue
+            owner = self.cache.pod_by_key(lock.namespace or "", lock.name)
+            if owner is None or owner.node or owner.bind_phase is not None:
+                continue  # gone (free already), bound (its Allocate releases it) or decided (failed above)
+            self.release_lock(node, lock.namespace or "", lock.name, takeover=True)
+            freed += 1
+        if freed:
+            log.info("takeover: %d node locks of pods the old leader never annotated released", freed)
+        return freed
+
+    def fail_orphans(self) -> int:
+        """At a takeover, before the first bind: mark failed the old leader's binds that recorded a
+        decision but never reached a Binding (it died between the two), so every replica frees their
+        devices and node locks now instead of after the bind TTL; kube-scheduler binds them again.
+        The list is a consistent read made after our cache caught up, each patch is conditional on
+        the pod being unchanged; a pod bound meanwhile is left alone. Returns how many were marked."""
+        try:
+            self._count()
+            pods = self.kube.list("pods", label_selector=names.VGPU_NODE, field_selector="spec.nodeName=")
+        except KubeError as err:
+            log.warning("takeover: unbound decisions not listed (%s); they free their devices after the bind TTL",
+                        err)
+            return 0
+        marked = 0
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            if (meta.get("annotations") or {}).get(names.BIND_PHASE) != names.BIND_PHASE_ALLOCATING:
+                continue
+            uid = meta.get("uid")
+
+            def change(current: dict[str, Any], uid: Any = uid) -> dict[str, Any] | None:
+                cur = current.get("metadata") or {}
+                if (cur.get("uid") != uid or (current.get("spec") or {}).get("nodeName")
+                        or (cur.get("annotations") or {}).get(names.BIND_PHASE) != names.BIND_PHASE_ALLOCATING):
+                    return None
+                return {"metadata": {"annotations": {names.BIND_PHASE: names.BIND_PHASE_FAILED}}}
+
+            try:
+                if self._guarded(True, self.kube.modify, "pods", meta.get("name", ""), change,
+                                 meta.get("namespace")) is not None:
+                    marked += 1
+            except NotFound:
+                continue
+            except KubeError as err:
+                log.warning("takeover: pod %s/%s not marked failed: %s", meta.get("namespace"), meta.get("name"), err)
+            except NotActing:
+                break
+        if marked:
+            log.info("takeover: %d binds the old leader left without a Binding marked failed", marked)
+        return marked
 
     # -- the node lock --------------------------------------------------------------------------
     def _lock_free(self, value: str | None, namespace: str, name: str, now: datetime) -> tuple[bool, str]:
@@ -158,8 +265,7 @@ class Binder:
                 if version:
                     meta["resourceVersion"] = version
                 try:
-                    self._count()
-                    fresh = self.kube.patch("nodes", node, {"metadata": meta})
+                    fresh = self._write(self.kube.patch, "nodes", node, {"metadata": meta})
                     self.cache.node_event("upsert", fresh)
                     return
                 except Conflict:
@@ -175,7 +281,7 @@ class Binder:
             with self.cache.node_changed:
                 self.cache.node_changed.wait(min(remaining, 0.5))
 
-    def release_lock(self, node: str, namespace: str, name: str) -> None:
+    def release_lock(self, node: str, namespace: str, name: str, *, takeover: bool = False) -> None:
         """Drop the node lock if this pod holds it (best effort; the agent or expiry otherwise)."""
         def change(current: dict[str, Any]):
             value = ((current.get("metadata") or {}).get("annotations") or {}).get(names.NODE_LOCK)
@@ -187,6 +293,6 @@ class Binder:
             return None
 
         try:
-            self.kube.modify("nodes", node, change)
-        except KubeError as err:
+            self._guarded(takeover, self.kube.modify, "nodes", node, change)
+        except (KubeError, NotActing) as err:
             log.warning("node=%s lock of pod %s/%s not released: %s", node, namespace, name, err)

@@ -70,7 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
         server: SchedulerHTTPServer = self.server  # type: ignore[assignment]
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            self._reply(200, b"ok", "text/plain")
+            healthy, why = server.health()
+            self._reply(200 if healthy else 503, b"ok" if healthy else why.encode(), "text/plain")
         elif path == "/readyz":
             ready, why = server.ready()
             self._reply(200 if ready else 503, b"ok" if ready else why.encode(), "text/plain")
@@ -132,10 +133,12 @@ class SchedulerHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], routes: dict[str, Route], *, ready: Callable[[], tuple[bool, str]],
                  observe: Callable[[str, float], None] | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, decoders: dict[str, Callable[[bytes], Any]] | None = None) -> None:
+                 key_file: str | None = None, decoders: dict[str, Callable[[bytes], Any]] | None = None,
+                 health: Callable[[], tuple[bool, str]] | None = None) -> None:
         self.routes = routes
         self.decoders = decoders or {}  # per path: bytes -> args (default: any JSON)
         self.ready = ready
+        self.health = health or (lambda: (True, ""))  # /healthz: 503 once a leader stepped down (docs/ha.md)
         self.observe = observe or (lambda _path, _seconds: None)
         self._tls: _ReloadingTLS | None = None
         self._open: set[socket.socket] = set()  # live connections, closed by stop()

@@ -26,11 +26,21 @@ for a cluster change (a node added or changed, an assigned pod changed or delete
 `max_unschedulable_seconds`; a scheduling error gets `PodScheduled=False/SchedulerError` and retries
 with exponential backoff (`initial_backoff` doubling up to `max_backoff`). Success: a Scheduled event.
 Queue order is kube-scheduler's PrioritySort (priority, then arrival). Pods are scheduled one at a time.
+
+As kube-scheduler, the driver keeps its own cache, fed by its watches (no list per attempt: nodes
+and assigned pods are held as the watch delivered them, never copied), and binds asynchronously:
+the scheduling cycle *assumes* the pod on the chosen node (its requests count there at once) and
+moves on to the next pod while the binding cycle (extender bind or Binding) runs on a worker
+thread; a failed bind un-assumes the pod and requeues it with backoff. `observer`, when set, is
+called with (phase, seconds) for "filter" (each extender filter call), "prioritize", "bind",
+"cycle" (a whole scheduling cycle) and "node-busy" (0: a bind dispatched to a node another bind in
+flight is binding to, so it waits on that node's lock) — what `hami.sim.soak` records.
 """
 
 from __future__ import annotations
 
 import heapq
+import http.client
 import itertools
 import json
 import logging
@@ -39,12 +49,15 @@ import random
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from hami.k8s import Conflict, KubeError
+from hami.k8s.leases import LeaderElector
 from hami.sim.apiserver import errors, events, quantities
 from hami.sim.apiserver.store import Store, set_condition
 from hami.sim.apiserver.watch import Watcher
@@ -126,29 +139,58 @@ def _field(obj: Any, name: str) -> Any:
 
 
 class Extender:
-    """The HTTP client side of one extender (one connection per call; the TLS context is made once)."""
+    """The HTTP client side of one extender. Connections are kept alive, one per calling thread (the
+    scheduling loop, each bind worker), as kube-scheduler's HTTP transport keeps them; the TLS context
+    is made once."""
 
     def __init__(self, config: ExtenderConfig) -> None:
         self.config = config
         self._ssl = ssl._create_unverified_context() if config.tls_insecure else ssl.create_default_context()
+        self._url = urllib.parse.urlsplit(config.url_prefix)
+        self._local = threading.local()
 
     def interested(self, pod: dict[str, Any]) -> bool:
         return self.config.interested(pod)
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            host, port = self._url.hostname or "127.0.0.1", self._url.port
+            conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+                    if self._url.scheme == "https" else http.client.HTTPConnection(host, port, timeout=timeout))
+            self._local.conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
     def _send(self, verb: str, args: Any) -> Any:
         url = self.config.url_prefix.rstrip("/") + "/" + verb
+        path = (self._url.path.rstrip("/") + "/" + verb) or "/"
         data = json.dumps(args, separators=(",", ":")).encode()
-        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
         timeout = self.config.http_timeout or DEFAULT_EXTENDER_TIMEOUT
-        try:
-            with urllib.request.urlopen(request, timeout=timeout, context=self._ssl) as resp:
+        for attempt in (1, 2):
+            conn = self._connection(timeout)
+            reused = conn.sock is not None
+            try:
+                conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
                 body = resp.read()
                 code = resp.status
-        except urllib.error.HTTPError as exc:
-            raise ExtenderError(f"failed {verb} with extender at URL {url}, code {exc.code}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ExtenderError(f'Post "{url}": {reason}') from exc
+                if resp.will_close:
+                    self._drop()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop()
+                if reused and attempt == 1:
+                    continue  # the server closed an idle kept-alive connection: once more on a new one
+                raise ExtenderError(f'Post "{url}": {exc}') from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise ExtenderError(f'Post "{url}": {exc}') from exc
         if code != 200:
             raise ExtenderError(f"failed {verb} with extender at URL {url}, code {code}")
         try:
@@ -365,8 +407,13 @@ class KubeScheduler:
     """Schedules our pods through the configured extenders, and default-scheduler pods without them
     (module docstring). `start()`/`stop()`."""
 
-    def __init__(self, store: Store, config: SchedulerConfig | None = None) -> None:
+    BIND_WORKERS = 64  # binding cycles in flight at once (kube-scheduler: a goroutine each)
+
+    def __init__(self, store: Store, config: SchedulerConfig | None = None, *,
+                 leader: LeaderElector | None = None) -> None:
         self.store = store
+        # leader election (docs/ha.md): schedule only while `leader` holds its Lease; stop when it is lost
+        self.leader = leader
         self.config = config or SchedulerConfig()
         self.extenders = [Extender(e) for e in self.config.extenders]
         # ignorable extenders run after the others, as kube-scheduler orders them
@@ -388,27 +435,52 @@ class KubeScheduler:
         self._threads: list[threading.Thread] = []
         self._watchers: list[Watcher] = []
         self.attempts_total = 0
+        # the cache (loop thread only): objects as the watch delivered them, never mutated
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._node_order: list[str] | None = None  # sorted names, rebuilt when the set changes
+        self._assigned: dict[str, dict[str, Any]] = {}  # key -> pod with a nodeName (or assumed there)
+        self._used: dict[str, Counter[str]] = {}  # node -> extended requests of its unfinished pods
+        self._binding: dict[str, dict[str, Any]] = {}  # key -> the assumed pod, while its bind is in flight
+        self._binder = ThreadPoolExecutor(self.BIND_WORKERS, thread_name_prefix="kube-scheduler-bind")
+        self.observer: Callable[[str, float], None] | None = None
 
     # -- lifecycle
 
     def start(self) -> KubeScheduler:
-        for plural in ("pods", "nodes"):
+        for plural in ("nodes", "pods"):
             watcher = self.store.watch(plural)
             self._watchers.append(watcher)
+            for obj in self.store.list(plural)["items"]:  # the cache primed before the first cycle
+                self._cache(plural, "ADDED", obj)
             self._threads.append(threading.Thread(target=self._pump, args=(plural, watcher),
                                                   name=f"kube-scheduler-watch-{plural}", daemon=True))
         self._threads.append(threading.Thread(target=self._loop, name="kube-scheduler", daemon=True))
+        if self.leader is not None:
+            self._threads.append(threading.Thread(target=self._lead, name="kube-scheduler-leader", daemon=True))
         for thread in self._threads:
             thread.start()
         return self
 
+    def _lead(self) -> None:
+        leader = self.leader
+        if leader is None:
+            return
+        leader.run()
+        if not self._stop.is_set():  # kube-scheduler exits when it loses the lease
+            log.error("leaderelection lost identity=%s: this kube-scheduler stops", leader.identity)
+            self._stop.set()
+            self._inbox.put(None)
+
     def stop(self) -> None:
         self._stop.set()
+        if self.leader is not None:
+            self.leader.stop()  # releases the Lease unless leader.release_on_cancel is False (a crash)
         for watcher in self._watchers:
             watcher.close()
         self._inbox.put(None)
         for thread in self._threads:
             thread.join(10)
+        self._binder.shutdown(wait=True)  # binding cycles in flight finish (their outcome is in the API)
         self._threads, self._watchers = [], []
 
     def __enter__(self) -> KubeScheduler:
@@ -419,7 +491,7 @@ class KubeScheduler:
 
     def _pump(self, plural: str, watcher: Watcher) -> None:
         while True:
-            item = watcher.next_event(None)
+            item = watcher.next_event(None, copy=False)  # read-only: the store never mutates what it stored
             if item is Watcher.CLOSED or item is None:
                 return
             kind, obj = item  # type: ignore[misc]
@@ -467,12 +539,63 @@ class KubeScheduler:
         self._last_failure.pop(key, None)
         # an entry left in the heap is skipped when popped (the pod is re-read then)
 
+    # -- the cache
+
+    def _cache(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
+        """Fold one watched object into the cache; an object older than the cached one is ignored
+        (the priming list and the watch's initial events overlap)."""
+        meta = obj.get("metadata") or {}
+        if plural == "nodes":
+            name = meta.get("name", "")
+            current = self._nodes.get(name)
+            if kind == "DELETED":
+                if self._nodes.pop(name, None) is not None:
+                    self._node_order = None
+            elif current is None or _rv(current) <= _rv(obj):
+                if current is None:
+                    self._node_order = None
+                self._nodes[name] = obj
+            return
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        current = self._assigned.get(key)
+        if current is not None and kind != "DELETED" and _rv(current) > _rv(obj):
+            return
+        if kind == "DELETED" or not (obj.get("spec") or {}).get("nodeName"):
+            if key not in self._binding:  # an assumed pod stays counted until its bind resolves
+                self._assign(key, None)
+        else:
+            self._assign(key, obj)
+
+    def _assign(self, key: str, pod: dict[str, Any] | None) -> None:
+        """Set (or clear) the pod counted on a node, keeping the per-node requests in step."""
+        old = self._assigned.pop(key, None)
+        if old is not None and _counts(old):
+            used = self._used.get(old["spec"]["nodeName"])
+            if used is not None:
+                used.subtract(pod_requests(old))
+        if pod is None:
+            return
+        self._assigned[key] = pod
+        if _counts(pod):
+            self._used.setdefault(pod["spec"]["nodeName"], Counter()).update(pod_requests(pod))
+
+    def _node_list(self) -> list[dict[str, Any]]:
+        if self._node_order is None:
+            self._node_order = sorted(self._nodes)
+        return [self._nodes[name] for name in self._node_order]
+
     def _on_event(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
+        if plural == "bind":
+            self._bind_done(kind, obj)
+            return
+        self._cache(plural, kind, obj)
         if plural == "nodes":
             self._move_all(f"Node{kind.capitalize()}")
             return
         meta = obj["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
+        if key in self._binding:
+            return  # assumed: its binding cycle decides what happens next
         if kind != "DELETED" and self._ours(obj):
             previous = self._seen.get(key)
             self._seen[key] = obj
@@ -502,6 +625,11 @@ class KubeScheduler:
                 if now - since >= self.config.max_unschedulable_seconds:
                     del self._unschedulable[key]
                     self._enqueue(key)
+            if self.leader is not None and not self.leader.is_leader():
+                if not self._drain(block=False, now=now):
+                    return
+                self._stop.wait(0.05)  # not leading (yet): the queue fills, nothing is scheduled
+                continue
             if not self._drain(block=not self._active, now=now):
                 return
             if self._active and not self._inbox.qsize():
@@ -546,7 +674,18 @@ class KubeScheduler:
             return
         self._attempts[key] += 1
         self.attempts_total += 1
-        nodes = self.store.list("nodes")["items"]
+        started = time.perf_counter()
+        try:
+            self._cycle(key, pod)
+        finally:
+            self._observe("cycle", time.perf_counter() - started)
+
+    def _observe(self, phase: str, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer(phase, seconds)
+
+    def _cycle(self, key: str, pod: dict[str, Any]) -> None:
+        nodes = self._node_list()
         extenders = self._extenders_for(pod)
         feasible, reasons = self._in_tree_filter(pod, nodes, extenders)
         for extender in extenders:
@@ -555,7 +694,9 @@ class KubeScheduler:
             if not extender.config.filter_verb or not extender.interested(pod):
                 continue
             try:
+                began = time.perf_counter()
                 survivors, failed, unresolvable = extender.filter(pod, feasible)
+                self._observe("filter", time.perf_counter() - began)
             except ExtenderError as exc:
                 if extender.config.ignorable:
                     log.info("ignorable extender failed, skipping url=%s error=%s", extender.config.url_prefix, exc)
@@ -575,8 +716,14 @@ class KubeScheduler:
             message = f"0/{len(nodes)} nodes are available" + (f": {detail}." if detail else ".")
             self._failed(key, pod, "Unschedulable", message)
             return
-        host = feasible[0]["metadata"]["name"] if len(feasible) == 1 else self._prioritize(pod, feasible, extenders)
-        self._bind(key, pod, host, extenders)
+        if len(feasible) == 1:
+            host = feasible[0]["metadata"]["name"]
+        else:
+            began = time.perf_counter()
+            host = self._prioritize(pod, feasible, extenders)
+            self._observe("prioritize", time.perf_counter() - began)
+        self._assume(key, pod, host)
+        self._binder.submit(self._bind, key, pod, host, extenders)
 
     def _extenders_for(self, pod: dict[str, Any]) -> list[Extender]:
         """The pod's profile's extenders: ours for our scheduler name, none for default-scheduler."""
@@ -591,13 +738,8 @@ class KubeScheduler:
         wanted = {r: n for r, n in pod_requests(pod).items() if _is_extended(r) and r not in ignored and n > 0}
         spreads = any((c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule")
                       for c in spec.get("topologySpreadConstraints") or [])
-        assigned = self.store.list("pods", field_selector="spec.nodeName!=")["items"] if wanted or spreads else []
-        used: dict[str, Counter[str]] = {}
-        for other in assigned if wanted else ():
-            if (other.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            used.setdefault(other["spec"]["nodeName"], Counter()).update(pod_requests(other))
-        spread = _TopologySpread(pod, nodes, assigned) if spreads else None
+        used = self._used
+        spread = _TopologySpread(pod, nodes, list(self._assigned.values())) if spreads else None
         feasible, reasons = [], {}
         for node in nodes:
             name = node["metadata"]["name"]
@@ -644,7 +786,44 @@ class KubeScheduler:
         best = max(totals.values())
         return self._rng.choice(sorted(h for h, s in totals.items() if s == best))
 
+    # -- the binding cycle
+
+    def _assume(self, key: str, pod: dict[str, Any], host: str) -> None:
+        """The pod counts on `host` from now on, as kube-scheduler's assume; its bind runs apart."""
+        assumed = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": host}}
+        if any(other["spec"]["nodeName"] == host for other in self._binding.values()):
+            self._observe("node-busy", 0.0)  # another bind to this node is in flight: ours waits on its node lock
+        self._binding[key] = assumed
+        self._assign(key, assumed)
+
+    def _bind_done(self, outcome: str, result: dict[str, Any]) -> None:
+        """A binding cycle's outcome, back on the loop thread: forget the pod, or un-assume and requeue."""
+        key = result["key"]
+        assumed = self._binding.pop(key, None)
+        if outcome == "bound":
+            self._forget(key)
+            return
+        if assumed is not None and self._assigned.get(key) is assumed:
+            self._assign(key, None)  # still the assumed copy: nothing bound it meanwhile
+            self._move_all("AssignedPodDelete")  # what it held is free again, as kube-scheduler requeues
+        self._failed(key, result["pod"], "SchedulerError", result["message"])
+
     def _bind(self, key: str, pod: dict[str, Any], host: str, extenders: list[Extender]) -> None:
+        """The binding cycle (a worker thread): bind, record the event, report back to the loop."""
+        began = time.perf_counter()
+        try:
+            message = self._bind_call(key, pod, host, extenders)
+        except Exception as exc:  # a bug must not lose the pod: it is requeued as a failed bind
+            log.exception("binding cycle crashed pod=%s", key)
+            message = f"binding rejected: internal error in the scheduler simulator: {exc}"
+        self._observe("bind", time.perf_counter() - began)
+        if message is None:
+            self._inbox.put(("bind", "bound", {"key": key}))
+        else:
+            self._inbox.put(("bind", "failed", {"key": key, "pod": pod, "message": message}))
+
+    def _bind_call(self, key: str, pod: dict[str, Any], host: str, extenders: list[Extender]) -> str | None:
+        """Bind the pod; None when it is bound, else why not."""
         meta = pod["metadata"]
         binder = next((e for e in extenders if e.config.bind_verb and e.interested(pod)), None)
         try:
@@ -663,11 +842,10 @@ class KubeScheduler:
                 log.info("bind reported an error but the pod is bound pod=%s node=%s", key, bound)
             else:
                 text = exc.message if isinstance(exc, errors.StatusError) else str(exc)
-                self._failed(key, pod, "SchedulerError", f"binding rejected: {text}")
-                return
-        self._forget(key)
+                return f"binding rejected: {text}"
         events.record(self.store, pod, "Normal", "Scheduled",
                       f"Successfully assigned {meta['namespace']}/{meta['name']} to {host}", _profile(pod))
+        return None
 
     def _failed(self, key: str, pod: dict[str, Any] | None, reason: str, message: str) -> None:
         now = time.monotonic()
@@ -690,6 +868,50 @@ class KubeScheduler:
         events.record(self.store, pod, "Warning", "FailedScheduling", message, _profile(pod))
 
 
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _counts(pod: dict[str, Any]) -> bool:
+    """Whether a pod's requests count on its node (NodeResourcesFit skips finished pods)."""
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
 def _profile(pod: dict[str, Any]) -> str:
     """The scheduler name a pod's events are reported under (its profile)."""
     return str((pod.get("spec") or {}).get("schedulerName") or DEFAULT_SCHEDULER)
+
+
+# ----------------------------------------------------------------------------------------------
+# leader election over the in-process store
+
+
+class StoreLeaseClient:
+    """One Lease in the simulator's store, for `hami.k8s.leases.LeaderElector`."""
+
+    def __init__(self, store: Store, namespace: str, name: str) -> None:
+        self.store, self.namespace, self.name = store, namespace, name
+
+    def _call(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return fn()
+        except errors.StatusError as err:
+            cls = Conflict if err.code == 409 else KubeError
+            raise cls(f"lease {self.namespace}/{self.name}", err.code, err.reason, err.message) from None
+
+    def get(self) -> dict[str, Any] | None:
+        try:
+            return self.store.get("leases", self.namespace, self.name)
+        except errors.StatusError as err:
+            if err.code == 404:
+                return None
+            raise KubeError(f"lease {self.namespace}/{self.name}", err.code, err.reason, err.message) from None
+
+    def create(self, lease: dict[str, Any]) -> dict[str, Any]:
+        return self._call(lambda: self.store.create("leases", self.namespace, lease))
+
+    def update(self, lease: dict[str, Any]) -> dict[str, Any]:
+        return self._call(lambda: self.store.update("leases", self.namespace, self.name, lease))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,14 +34,18 @@ class TinyExtender:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.peers: list[tuple[str, int]] = []  # (verb, client port) per call
         self.allowed: set[str] | None = None  # None: every node passes
         self.scores: dict[str, int] = {}
         self.errors: list[str] = []  # consumed one per filter call: "" means answer normally
         self.delay = 0.0
+        self.bind_delay = 0.0  # seconds each bind takes (after `delay`)
         self.bind_error = ""
         ext = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as our extender's server
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -48,8 +53,11 @@ class TinyExtender:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 verb = self.path.strip("/")
                 ext.calls.append((verb, body))
+                ext.peers.append((verb, self.client_address[1]))
                 if ext.delay:
                     time.sleep(ext.delay)
+                if verb == "bind" and ext.bind_delay:
+                    time.sleep(ext.bind_delay)
                 answer = ext.answer(verb, body)
                 data = json.dumps(answer).encode()
                 self.send_response(200)
@@ -304,3 +312,64 @@ def test_default_scheduler_schedules_ordinary_pods_without_extenders(store: Stor
     scheduled = {e["involvedObject"]["name"]: e["source"]["component"]
                  for e in store.list("events", "default")["items"] if e["reason"] == "Scheduled"}
     assert scheduled == {"plain": "default-scheduler", "gpu": "default-scheduler"}
+
+
+def test_the_driver_keeps_a_cache_instead_of_listing_per_attempt(store: Store) -> None:
+    for name in ("n1", "n2", "n3"):
+        _node(store, name)
+    listed: list[str] = []
+    original = store.list
+
+    def counting(plural: str, *args: Any, **kwargs: Any) -> Any:
+        listed.append(plural)
+        return original(plural, *args, **kwargs)
+
+    store.list = counting  # type: ignore[method-assign]
+    fit = (ManagedResource(GPU, ignored_by_scheduler=False),)  # the in-tree fit counts assigned pods
+    with TinyExtender(store) as ext, _scheduler(store, _config(ext, managed_resources=fit)):
+        for i in range(12):
+            _pod(store, f"p{i}")
+        wait_for(lambda: all(_node_of(store, f"p{i}") for i in range(12)))
+    assert listed == ["nodes", "pods"]  # primed once at start; every attempt then reads the cache
+    assert sorted(Counter(_node_of(store, f"p{i}") for i in range(12)).values()) == [4, 4, 4]  # 4 GPUs each
+
+
+def test_binding_runs_apart_from_the_scheduling_cycle_and_the_assumed_pod_counts(store: Store) -> None:
+    _node(store, "n1", gpus=1)
+    fit = (ManagedResource(GPU, ignored_by_scheduler=False),)
+    with TinyExtender(store) as ext, _scheduler(store, _config(ext, managed_resources=fit)):
+        ext.bind_delay = 1.0
+        _pod(store, "a")
+        wait_for(lambda: "bind" in ext.verbs())
+        _pod(store, "b")
+        wait_for(lambda: (_condition(store, "b") or {}).get("reason") == "Unschedulable")
+        assert _node_of(store, "a") is None  # b was judged while a's bind was still running
+        assert _condition(store, "b")["message"] == f"0/1 nodes are available: 1 Insufficient {GPU}."
+        wait_for(lambda: _node_of(store, "a") == "n1")
+
+
+def test_a_failed_bind_forgets_the_assumed_pod_and_requeues_the_waiting_ones(store: Store) -> None:
+    _node(store, "n1", gpus=1)
+    fit = (ManagedResource(GPU, ignored_by_scheduler=False),)
+    with TinyExtender(store) as ext, _scheduler(store, _config(ext, managed_resources=fit)):
+        ext.bind_error, ext.bind_delay = "node n1 is locked", 0.5
+        _pod(store, "a")
+        wait_for(lambda: "bind" in ext.verbs())
+        _pod(store, "b")
+        wait_for(lambda: (_condition(store, "b") or {}).get("reason") == "Unschedulable")  # a is assumed on n1
+        wait_for(lambda: "node n1 is locked" in ((_condition(store, "a") or {}).get("message") or ""))
+        ext.bind_error, ext.bind_delay = "", 0.0
+        # un-assumed: the GPU is free again for whichever comes first; a leaked assume would block both
+        wait_for(lambda: "n1" in (_node_of(store, "a"), _node_of(store, "b")))
+
+
+def test_extender_connections_are_kept_alive(store: Store) -> None:
+    for name in ("n1", "n2"):
+        _node(store, name)
+    with TinyExtender(store) as ext, _scheduler(store, _config(ext, prioritize_verb="prioritize")):
+        for i in range(6):
+            _pod(store, f"p{i}")
+        wait_for(lambda: all(_node_of(store, f"p{i}") for i in range(6)))
+    cycle = {port for verb, port in ext.peers if verb in ("filter", "prioritize")}
+    assert len([v for v, _ in ext.peers if v == "filter"]) == 6 and len(cycle) == 1  # the loop's one connection
+    assert len({port for verb, port in ext.peers if verb == "bind"}) <= KubeScheduler.BIND_WORKERS
