@@ -1,11 +1,13 @@
-# The two quick-start commands: `make demo` and `make test`. Each sets up its own
-# virtual environment (idempotently: it is rebuilt only when the build inputs change)
-# and then runs.
+# The two quick-start commands: `make demo` and `make test`. Each sets up the virtual
+# environment it needs (idempotently: it is rebuilt only when the build inputs change) and
+# then runs. `make demo` installs the runtime set and the `sim` extra; `make test` (and
+# `make setup`) the `test` extra, which includes `sim` and so serves the demo too.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-sim
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard hami/_core/*.pyx hami/_core/*.pxd native/fakenvml/*.c native/fakenvml/*.h)
 PYTEST_WORKERS ?= 2
 
@@ -13,13 +15,26 @@ PYTEST_WORKERS ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): $(BUILD_INPUTS)
+# pip prints what it collects and builds; the first build of the engine takes a minute or two
+define install
+	@echo "==> $(VENV): a virtual environment with pip"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@echo "==> $(VENV): hami[$(1)], building the Cython engine and the simulated NVML"
+	$(BIN)/python -m pip install -e '.[$(1)]'
+endef
 
-demo: $(STAMP)
+$(STAMP): $(BUILD_INPUTS)
+	$(call install,test)
+	touch $(STAMP) $(DEMO_STAMP)
+	@echo "==> $(VENV) ready (development set: tests, lint, the demo)"
+
+$(DEMO_STAMP): $(BUILD_INPUTS)
+	$(call install,sim)
+	touch $(DEMO_STAMP)
+	@echo "==> $(VENV) ready (the demo's set; make test adds the test tools)"
+
+demo: $(DEMO_STAMP)
 	$(BIN)/hami demo
 
 lint: $(STAMP)

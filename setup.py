@@ -11,12 +11,19 @@ production code, which loads the real `libnvidia-ml.so.1`).
 
 import os
 import subprocess
+import warnings
 from glob import glob
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.warnings import InformationOnly
+
+# setuptools' notices that ask for nothing (every editable install prints "Editable installation.
+# Please be careful with folders ... same name as your package"): keeps `make setup` quiet.
+# Real warnings still show; the package-data one is fixed in pyproject.toml (include-package-data).
+warnings.filterwarnings("ignore", category=InformationOnly)
 
 DEBUG = os.environ.get("HAMI_CYTHON_DEBUG") == "1"
 

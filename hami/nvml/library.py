@@ -74,7 +74,8 @@ class Nvml:
                     except OSError as exc:
                         raise errors.LibraryNotFound(
                             f"cannot load the NVML library {self.path!r} ({exc}); install the NVIDIA driver "
-                            f"or point {LIBRARY_ENV} at libnvidia-ml.so.1",
+                            f"(it provides libnvidia-ml.so.1), or set {LIBRARY_ENV} to the library's full path "
+                            "when it is installed outside the loader's search path",
                             function="dlopen",
                         ) from exc
         return self._lib

@@ -269,12 +269,24 @@ def main(argv: list[str] | None = None) -> int:
     library = args.library or Nvml.from_environment().path
     report = run(library, args.budget)
     text = json.dumps(report, indent=2, sort_keys=False)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    else:
-        sys.stdout.write(text + "\n")
-    return 2 if "error" in report else 0
+    try:
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+        else:
+            sys.stdout.write(text + "\n")
+    except OSError as exc:
+        print(f"{parser.prog}: cannot write --out {args.out!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if "error" in report:  # the JSON says it too, but a user running it by hand reads the terminal
+        print(f"{parser.prog}: NVML did not answer: {report['error']}", file=sys.stderr)
+        print(f"{parser.prog}: {_HINT}", file=sys.stderr)
+        return 2
+    return 0
+
+
+_HINT = ("this check reads a real NVIDIA GPU: run it on a machine with one, where `nvidia-smi` works. "
+         "To see its report without a GPU, run it on the simulated NVML (docs/nvml.md, 'The GPU smoke check').")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hami._core import POLICIES
+from hami._core.tables import HAMI_POLICIES
 from hami.sim import fillup, online, traces
-from hami.sim.runner import CAUSES, NODE_CHOICES, policy_label
+from hami.sim.runner import CAUSES, NODE_CHOICES, NOMINAL, policy_label
 
 DEFAULT_POLICY = "fragmentation-aware"
+DEFAULT_MODEL = "A100-SXM4-80GB"  # the MIG model the trace's nodes are re-modelled as
 NOTE = ("CPU-only pods are skipped; CPU, memory and gpu_spec are ignored; shares map to MIG memory "
         "(share × the GPU's memory, then the memory rule); demand and allocation are in compute slices, "
         "counted with our nominal rule for every policy (HAMi's baselines place with HAMi's rule; "
@@ -29,20 +31,96 @@ NOTE = ("CPU-only pods are skipped; CPU, memory and gpu_spec are ignored; shares
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'42-51' or '1,2,5' → seeds."""
+    """'42-51' or '1,2,5' → seeds (non-negative integers, ranges low-high)."""
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
+        lo, dash, hi = part.partition("-")
+        if not lo.strip().isdecimal() or (dash and not hi.strip().isdecimal()):
+            raise ValueError(f"--seeds {text!r}: {part!r} is not a seed or a range; write e.g. 42-51 or 1,2,3")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise ValueError(f"--seeds {text!r}: the range {part!r} is empty; write it low-high, e.g. 42-51")
+        out.extend(range(first, last + 1))
     if not out:
-        raise ValueError(f"no seeds in {text!r}; write e.g. 42-51 or 1,2,3")
+        raise ValueError(f"--seeds {text!r}: no seeds; write e.g. 42-51 or 1,2,3")
     return out
+
+
+def parse_loads(text: str) -> list[float]:
+    """'0.9,1.3' → offered loads (each a finite number > 0)."""
+    loads = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            load = float(part)
+        except ValueError:
+            load = math.nan
+        if not (math.isfinite(load) and load > 0):
+            raise ValueError(f"--load {text!r}: {part!r} is not a load; loads are numbers > 0, e.g. 0.9,1.3")
+        loads.append(load)
+    if not loads:
+        raise ValueError(f"--load {text!r}: no loads; write e.g. 0.9,1.3")
+    return loads
+
+
+def parse_mixes(text: str) -> list[str]:
+    """'openb,uniform' → request mixes (online.MIXES)."""
+    mixes = [m.strip() for m in text.split(",") if m.strip()]
+    for mix in mixes:
+        if mix not in online.MIXES:
+            raise ValueError(f"--mix: unknown request mix {mix!r}; choose from {', '.join(online.MIXES)}")
+    if not mixes:
+        raise ValueError(f"--mix {text!r}: no mixes; choose from {', '.join(online.MIXES)}")
+    return mixes
+
+
+def check_model(name: str) -> str:
+    """The catalog key of a MIG-capable model, or ValueError naming the choices."""
+    from hami.devices import MIG_MODELS, UnknownModelError, find_model
+
+    choices = ", ".join(m.key for m in MIG_MODELS)
+    try:
+        model = find_model(name)
+    except UnknownModelError:
+        raise ValueError(f"--model: unknown GPU model {name!r}; choose a MIG model: {choices}") from None
+    if model.mig is None:
+        raise ValueError(f"--model: {model.key} has no MIG; choose a MIG model: {choices}")
+    return model.key
+
+
+def trace_files(protocol: str, trace_dir: Path, trace: str = "default", mixes: Sequence[str] = ()) -> list[Path]:
+    """The trace files a run reads: fill-up reads the node list and a pod list; online, only for the
+    openb-derived mixes (``uniform`` reads nothing)."""
+    if protocol == "fillup":
+        return [trace_dir / traces.NODE_LIST, traces.pod_list_path(trace_dir, trace)]
+    return [trace_dir / traces.DEFAULT_POD_LIST] if any(m != "uniform" for m in mixes) else []
+
+
+def prepare_out(out: Path) -> Path:
+    """Create ``--out`` and prove it writable before a run, whose results would be lost otherwise."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".hami-write-check-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {str(out)!r}: cannot write there ({err.strerror or err}); "
+                         "choose a folder you can write") from None
+    return out
+
+
+def require_plotting() -> None:
+    """matplotlib draws the PNGs; it comes with the ``sim`` extra, not the scheduler's runtime set."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("the plots need matplotlib, which the 'sim' extra installs: "
+                         "pip install -e '.[sim]' (make demo does it)") from None
 
 
 def parse_policies(text: str) -> list[str]:
@@ -52,7 +130,14 @@ def parse_policies(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
     for name in names:
         policy_label(name)  # raises on an unknown name
+    if not names:
+        raise ValueError(f"--policies {text!r}: no policies; {policy_choices()}")
     return names
+
+
+def policy_choices() -> str:
+    """The accepted --policies names, for help and errors."""
+    return f"choose from {', '.join(POLICIES)}, {', '.join(p + NOMINAL for p in HAMI_POLICIES)} or 'all'"
 
 
 def check_node_choice(node_choice: str) -> str:

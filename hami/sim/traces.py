@@ -19,10 +19,41 @@ from pathlib import Path
 from hami.api.requests import ContainerRequest, Mode, Request
 
 NODE_LIST = "openb_node_list_gpu_node.csv"
+DEFAULT_POD_LIST = "openb_pod_list_default.csv"
+# Not shipped: its upstream states no redistribution terms. Where a user gets it:
+UPSTREAM_REPOSITORY = "https://github.com/alibaba/clusterdata"
+UPSTREAM_FOLDER = "cluster-trace-gpu-v2023/csv"
 
 
 class TraceError(ValueError):
     """A trace file that cannot be used; the message names the file and line."""
+
+
+class TraceMissing(TraceError):
+    """The openb trace is not where we looked; the message says where to get it."""
+
+
+def missing_trace_message(trace_dir: Path) -> str:
+    """One line: where we looked, where the trace comes from, how to point at it."""
+    return (f"the openb trace is not in {trace_dir} (no {DEFAULT_POD_LIST}). hami does not ship it: download "
+            f"the folder {UPSTREAM_FOLDER} of {UPSTREAM_REPOSITORY} and pass --trace-dir <that csv folder> or set "
+            "HAMI_TRACE_DIR to it (README, 'The openb trace'). The uniform mix needs no trace: "
+            "hami simulate online --mix uniform")
+
+
+def require(trace_dir: Path, files: list[Path]) -> None:
+    """Check, before any work, that the trace files a run reads exist.
+
+    A folder without the openb trace gets `TraceMissing` (where to download it); a folder that has
+    it but lacks one pod list gets the pod lists it does have."""
+    absent = [f for f in files if not f.is_file()]
+    if not absent:
+        return
+    if not (trace_dir / DEFAULT_POD_LIST).is_file() and any(f.parent == trace_dir for f in absent):
+        raise TraceMissing(missing_trace_message(trace_dir))
+    have = sorted(f.name.removeprefix("openb_pod_list_").removesuffix(".csv")
+                  for f in trace_dir.glob("openb_pod_list_*.csv"))
+    raise TraceError(f"{absent[0]}: no such trace file (pod lists in {trace_dir}: {', '.join(have) or 'none'})")
 
 
 @dataclass(frozen=True)
@@ -39,16 +70,12 @@ class TracePod:
 
 
 def default_trace_dir() -> Path:
-    """$HAMI_TRACE_DIR, else the workplace copy beside the checkout (../shared/traces/...)."""
+    """$HAMI_TRACE_DIR, else a copy beside the checkout (../shared/traces/openb-gpu-v2023/csv),
+    never inside it: the trace must not be committed or shipped."""
     env = os.environ.get("HAMI_TRACE_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2]
-    for candidate in (here / "traces" / "openb-gpu-v2023" / "csv",
-                      here.parent / "shared" / "traces" / "openb-gpu-v2023" / "csv"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "shared" / "traces" / "openb-gpu-v2023" / "csv"
+    return Path(__file__).resolve().parents[3] / "shared" / "traces" / "openb-gpu-v2023" / "csv"
 
 
 def _int(value: str, path: Path, line: int, column: str) -> int:
