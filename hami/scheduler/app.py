@@ -186,7 +186,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("scheduler", help="the scheduler extender, admission webhook and metrics")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG, else in-cluster)")
     p.add_argument("--http-bind", default="127.0.0.1:8080",
-                   help="extender and webhook address (default 127.0.0.1:8080; the chart uses 0.0.0.0:8443 with TLS, Service port 443)")
+                   help="extender and webhook address (default 127.0.0.1:8080; the chart: 0.0.0.0:8443, TLS)")
     p.add_argument("--metrics-bind", default="0.0.0.0:9395", help="metrics address (default 0.0.0.0:9395; port 0: off)")
     p.add_argument("--cert-file", default=None, help="TLS certificate (PEM); reloaded when the file changes")
     p.add_argument("--key-file", default=None, help="TLS key (PEM)")
