@@ -226,7 +226,9 @@ def run(*, pods: int = 90, seed: int = 7, interval: float = 0.2, lifetime: tuple
                 if keep_running:
                     console.print(f"\n[bold]still running[/] (Ctrl-C stops it)\n"
                                   f"  export KUBECONFIG={stack.kubeconfig}\n"
-                                  f"  kubectl get nodes,pods -A\n  curl {stack.metrics_url}")
+                                  f"  hami inspect              # the GPUs, MIG instances and shares\n"
+                                  f"  kubectl get nodes,pods -A # with a kubectl of your own\n"
+                                  f"  curl {stack.metrics_url}")
                     waiting = stop or threading.Event()
                     try:
                         while not waiting.wait(0.5):

@@ -68,7 +68,7 @@ def test_full_stack_demo_summary_matches_the_api_server(tmp_path: Path) -> None:
                 seen["nodes"][name]["metadata"]["annotations"][names.NODE_REGISTER]) if d.id == inst.gpu_uuid)
             assert f"{inst.profile}@{inst.placement.start}" in shown[(name, gpu)]
     assert f"{summary.ran} of 10 pods ran" in text and "every GPU at the end" in text and "ok in" in text
-    assert "export KUBECONFIG=" in text and "/metrics" in text
+    assert "export KUBECONFIG=" in text and "hami inspect" in text and "/metrics" in text
     assert not (tmp_path / "demo").exists()  # the work folder the demo made is gone
 
 
