@@ -134,7 +134,7 @@ def pytest_terminal_summary(terminalreporter, config):
             w(f"      fill error: {e}")
         if not ex.get("bookkeeping_matches_arrays", True):
             w("      WARNING: usage from decisions differs from usage read back from the arrays")
-    if not any(ex.get("compiled_available", True) for ex in info.values()):
+    if info and not any(ex.get("compiled_available", True) for ex in info.values()):
         w("  WARNING: the compiled kernels are not built; 'compiled' ran the pure-Python twin")
 
     start, end = _LOAD.get("start"), os.getloadavg()
