@@ -329,3 +329,24 @@ def test_build_has_no_package_data_warning(tmp_path):
     assert "Warning" not in run.stderr, run.stderr[-2000:]
     assert (tmp_path / "out" / "hami" / "sim" / "_lib" / "libnvidia-ml.so.1").is_file()  # still shipped
     assert (tmp_path / "out" / "hami" / "_core" / "_kernels.pyx").is_file()
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"a: [\n", "not valid YAML (line 2, column 1)"),
+    (b"\x00\xff\xfe", "not a text file"),
+    (b"- 1\n- 2\n", "not a kubeconfig"),
+])
+@pytest.mark.parametrize("command", [["scheduler"], ["device-plugin", "--node-name", "n1"], ["inspect"]])
+def test_a_file_that_is_not_a_kubeconfig_is_one_line_and_exit_2(tmp_path, capfd, content, why, command):
+    """The client's loader lets YAML, decoding and shape errors through; Kube.connect names them
+    for every command (was a traceback from the scheduler and the agent)."""
+    bad = tmp_path / "kubeconfig"
+    bad.write_bytes(content)
+    argv = [*command, "--kubeconfig", str(bad)]
+    if command[0] == "scheduler":
+        argv += ["--http-bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"]
+    if command[0] == "device-plugin":
+        argv += ["--plugin-dir", str(tmp_path), "--metrics-port", "-1", "--config-file", str(tmp_path / "none")]
+    assert cli.main(argv) == 2
+    err = capfd.readouterr().err
+    assert why in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -111,21 +111,6 @@ def _quiet(verbose: bool):
         http.setLevel(level)
 
 
-def unreadable(err: Exception) -> str:
-    """Why a kubeconfig file could not be loaded, in one line."""
-    import yaml
-
-    if isinstance(err, yaml.YAMLError):
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        return f"not valid YAML{where}"
-    if isinstance(err, UnicodeError):
-        return "not a text file"
-    if isinstance(err, TypeError | AttributeError | KeyError):
-        return "not a kubeconfig (expected a mapping with clusters, users and contexts)"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def run(args: argparse.Namespace) -> int:
     with _quiet(getattr(args, "verbose", False)):
         try:
@@ -167,9 +152,6 @@ def _run(args: argparse.Namespace) -> int:
         kube = Kube.connect(path)
     except KubeError as err:
         print(f"{PROG}: cannot use kubeconfig {path}: {explain(err, '')}", file=sys.stderr)
-        return 2
-    except Exception as err:  # the client's loader lets YAML, type and decoding errors through
-        print(f"{PROG}: cannot use kubeconfig {path}: {unreadable(err)}", file=sys.stderr)
         return 2
     server = kube.api_client.configuration.host
 

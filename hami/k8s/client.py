@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -82,6 +83,19 @@ _KINDS: dict[str, _Kind] = {
 }
 
 
+def _unreadable(err: Exception) -> str:
+    """Why a kubeconfig file could not be loaded, in one line."""
+    if isinstance(err, yaml.YAMLError):
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"not valid YAML{where}"
+    if isinstance(err, UnicodeError):
+        return "not a text file"
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}"
+    return "not a kubeconfig (expected a mapping with clusters, users and contexts)"
+
+
 class Kube:
     """One API client; every method takes and returns plain dicts. Thread-safe (urllib3 pool)."""
 
@@ -103,6 +117,9 @@ class Kube:
         except config.ConfigException as exc:
             where = f"kubeconfig {path}" if path else "the in-cluster service account (no $KUBECONFIG)"
             raise CredentialsError(f"cannot use {where}", 0, "Credentials", str(exc)) from exc
+        except (yaml.YAMLError, UnicodeError, TypeError, AttributeError, KeyError, OSError) as exc:
+            # the client's loader lets these through: a file that is not a kubeconfig at all
+            raise CredentialsError(f"cannot use kubeconfig {path}", 0, "Credentials", _unreadable(exc)) from exc
         return cls(client.ApiClient(configuration), **kw)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,10 +247,10 @@ def run(args: argparse.Namespace) -> int:
         scheduler = Scheduler(config)
     except CredentialsError as err:
         print(f"hami scheduler: no usable Kubernetes credentials ({err}); pass --kubeconfig or set $KUBECONFIG, "
-              "or run in a cluster", flush=True)
+              "or run in a cluster", file=sys.stderr, flush=True)
         return 2
     except (ValueError, OSError) as err:
-        print(f"hami scheduler: {err}", flush=True)
+        print(f"hami scheduler: {err}", file=sys.stderr, flush=True)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -257,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         scheduler.start()
     except OSError as err:
-        print(f"hami scheduler: cannot listen ({err}); choose another --http-bind or --metrics-bind", flush=True)
+        print(f"hami scheduler: cannot listen ({err}); choose another --http-bind or --metrics-bind",
+              file=sys.stderr, flush=True)
         scheduler.stop()
         return 2
     stop.wait()

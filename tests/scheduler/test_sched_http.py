@@ -259,14 +259,14 @@ def test_get_on_a_verb_is_405(sched: Scheduler) -> None:
     assert response.status == 405 and b"POST" in response.read()
 
 
-def test_start_up_errors_are_messages_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_start_up_errors_are_messages_on_stderr_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from hami.cli import main
 
     assert main(["scheduler", "--kubeconfig", str(tmp_path / "missing")]) == 2
-    assert "pass --kubeconfig" in capsys.readouterr().out
+    assert "pass --kubeconfig" in capsys.readouterr().err
     assert main(["scheduler", "--kubeconfig", "x", "--http-bind", "nonsense"]) == 2
-    assert "--http-bind 'nonsense'" in capsys.readouterr().out
+    assert "--http-bind 'nonsense'" in capsys.readouterr().err
     bad = tmp_path / "device-config.yaml"
     bad.write_text("nvidia:\n  deviceSplitCount: -3\n")
     assert main(["scheduler", "--kubeconfig", "x", "--device-config-file", str(bad)]) == 2
-    assert "deviceSplitCount" in capsys.readouterr().out
+    assert "deviceSplitCount" in capsys.readouterr().err
