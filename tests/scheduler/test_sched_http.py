@@ -8,6 +8,8 @@ import json
 import socket
 import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ import pytest
 import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import generate_latest
 
+from hami.api import codecs, names
 from hami.scheduler.app import Scheduler, SchedulerConfig
 from hami.scheduler.extender import extender_score
 from hami.sim.apiserver import ApiServer
@@ -80,7 +82,7 @@ def test_rejection_metrics_are_labelled_by_reason_never_by_the_pods_numbers(sche
     for mem in ("60000", "61000", "62000"):
         post(sched, "/filter", args(gpu_pod(f"big{mem}", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": mem}),
                                     ["core-a", "ghost"]))
-    text = generate_latest(sched.metrics.registry).decode()
+    text = sched.metrics.render()
     labels = {line.split('reason="', 1)[1].split('"', 1)[0] for line in text.splitlines()
               if line.startswith("hami_scheduler_node_rejections_total{")}
     assert labels and labels <= set(REASON_TEXT.values()), labels  # bounded: no "asks 1 GPU × 60000 MiB"
@@ -182,7 +184,7 @@ def test_readyz_and_healthz(sched: Scheduler) -> None:
 
 def test_metrics_show_hami_names_and_the_seed_mig_form(sched: Scheduler) -> None:
     post(sched, "/filter", args(gpu_pod("m", {"nvidia.com/gpu": "1"}), ["mig-a"]))  # one latency sample
-    text = generate_latest(sched.metrics.registry).decode()
+    text = sched.metrics.render()
     assert 'hami_gpu_memory_limit_bytes{device_index="0",device_type="NVIDIA A10",device_uuid="GPU-c-0"' in text
     assert "# HELP nodeGPUMigInstance GPU Sharing mode. 0 for hami-core, 1 for mig, 2 for mps" in text
     # GPU-a-0 holds 3g.40gb at 4 (in use): the earliest default geometry holding it is 3g x 2
@@ -193,6 +195,41 @@ def test_metrics_show_hami_names_and_the_seed_mig_form(sched: Scheduler) -> None
     ]
     assert 'hami_node_gpu_mig_instance_info{compute_instance_id="0",device_index="0",device_uuid="GPU-a-0"' in text
     assert "hami_scheduler_request_duration_seconds_bucket" in text
+
+
+def test_the_metrics_port_streams_text_prometheus_parses_with_escaped_labels() -> None:
+    """The GPU families are written as text, not through prometheus_client's objects: what a
+    scraper reads over HTTP must parse back to the engine's numbers, odd label values included."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from hami._core import Engine
+    from hami.scheduler.cache import ClusterCache
+    from hami.scheduler.metrics import SchedulerMetrics
+
+    odd = 'NVIDIA "odd" A10\\x'
+    devs = [codecs.NodeDevice(f"GPU-q-{i}", i, 10, 24576, 100, odd, mode=names.MODE_HAMI_CORE, health=True)
+            for i in range(2)]
+    cache = ClusterCache(Engine())
+    cache.node_event("upsert", {"metadata": {"name": "node-q", "uid": "u", "resourceVersion": "1", "annotations": {
+        names.NODE_REGISTER: codecs.encode_node_register(devs)}}})
+    metrics = SchedulerMetrics(cache.engine, cache)
+    server, _thread = metrics.serve("127.0.0.1", 0)
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = reply.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+        assert missing.value.code == 404
+    finally:
+        server.shutdown()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    limits = {s.labels["device_uuid"]: (s.labels["device_type"], s.value)
+              for s in families["hami_gpu_memory_limit_bytes"].samples}
+    assert limits == {"GPU-q-0": (odd, 24576 * 2**20), "GPU-q-1": (odd, 24576 * 2**20)}
+    assert [s.labels["devicetype"] for s in families["GPUDeviceSharedNum"].samples] == [odd, odd]
+    assert "hami_scheduler_filter_nodes" in families  # the event metrics come first, in the same body
 
 
 def test_tls_serves_and_reloads_its_certificate(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
 
 from hami.api import codecs, names
 from hami.api.codecs import MigAllocation, Placement
@@ -187,7 +186,7 @@ def test_pods_run_on_hollow_nodes_through_the_real_scheduler_and_every_view_agre
         assert [i.profile for i in idle] in (["3g.40gb"], ["4g.40gb"])
 
         def metrics() -> str:
-            return generate_latest(scheduler.metrics.registry).decode()
+            return scheduler.metrics.render()
 
         wait_for(lambda: not check_invariants(store, fleet, metrics)["violations"], 15,
                  "the live scheduler caught up with the nodes")
