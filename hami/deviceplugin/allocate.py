@@ -103,19 +103,22 @@ class Allocator:
         self.state = state
         self.options = options
         self.after_realise: Any = None  # test hook: called after each MIG device is realised
-        self.on_changed: Any = None  # called after instances changed (the agent republishes them)
+        # after instances changed: the agent republishes them, dropping a finished pod's node lock in
+        # the same write: on_changed(release="ns/name" or None, node=the node as read) -> written ok
+        self.on_changed: Any = None
 
     # -- the pod being admitted ------------------------------------------------------------------
 
     def _node_pods(self) -> list[Mapping[str, Any]]:
         return self.kube.list("pods", field_selector=f"spec.nodeName={self.options.node_name}")
 
-    def _find(self, pods: Sequence[Mapping[str, Any]], count: int, gpus: Sequence[str] = ()) -> Mapping[str, Any]:
+    def _find(self, pods: Sequence[Mapping[str, Any]], node_obj: Mapping[str, Any], count: int,
+              gpus: Sequence[str] = ()) -> Mapping[str, Any]:
         """The pod kubelet is admitting (module docstring, step 1); `gpus` (those of kubelet's IDs)
         only narrow several candidates of the right size."""
         node = self.options.node_name
         awaiting = [p for p in pods if podlib.awaiting(p)]
-        owner = self._lock_owner()
+        owner = self._lock_owner(node_obj)
         if owner is not None:
             for p in awaiting:
                 if podlib.key(p) == owner:
@@ -148,8 +151,7 @@ class Allocator:
             + (f"; pods awaiting Allocate: {', '.join(others)}" if others else "; no pod awaits Allocate")
         )
 
-    def _lock_owner(self) -> str | None:
-        node = self.kube.get("nodes", self.options.node_name)
+    def _lock_owner(self, node: Mapping[str, Any]) -> str | None:
         value = ((node.get("metadata") or {}).get("annotations") or {}).get(names.NODE_LOCK)
         if not value:
             return None
@@ -241,7 +243,7 @@ class Allocator:
         chosen = list(must_include)[:size]
         try:
             pods = self._node_pods()
-            pod = self._find(pods, size)
+            pod = self._find(pods, self.kube.get("nodes", self.options.node_name), size)
             wanted = [d.uuid for d in self._entry(pod)]
         except (AllocateError, KubeError, AnnotationError) as exc:
             log.debug("no preference node=%s reason=%s", self.options.node_name, exc)
@@ -275,7 +277,8 @@ class Allocator:
             done = False
             try:
                 pods = self._node_pods()
-                pod = self._find(pods, len(device_ids), [gpu_of(d) for d in device_ids])
+                node = self.kube.get("nodes", self.options.node_name)
+                pod = self._find(pods, node, len(device_ids), [gpu_of(d) for d in device_ids])
                 decision = self._decision(pod, len(device_ids))
                 runtime: dict[int, MigInstance] = {}
                 visible: list[str] = []
@@ -305,10 +308,24 @@ class Allocator:
                 message = _describe(exc)
                 self._fail(pod, created, message)
                 raise AllocateError(message, precondition=False) from exc
-            self._settle(decision, runtime, done)
+            self._settle(decision, runtime)
             self.state.allocations["success"] += 1
-            self._changed()
+            self._publish_and_release(decision.pod if done else None, node)
             return response
+
+    def _publish_and_release(self, finished: Mapping[str, Any] | None, node: Mapping[str, Any]) -> None:
+        """Republish the instances and, once the pod is done, drop its node lock: one node write
+        when the agent's publisher is wired (`on_changed`), else (or when that write failed) the
+        lock on its own."""
+        owner = podlib.key(finished) if finished is not None else None
+        if self.on_changed is not None:
+            try:
+                if self.on_changed(release=owner, node=node):
+                    return
+            except Exception:  # publishing is retried by the reconciler; Allocate's outcome stands
+                log.exception("publishing after Allocate failed")
+        if finished is not None:
+            self.release_lock(finished)
 
     def _changed(self) -> None:
         if self.on_changed is not None:
@@ -461,11 +478,11 @@ class Allocator:
             return {"metadata": {"annotations": patch}}
 
         meta = decision.pod.get("metadata") or {}
-        self.kube.modify("pods", meta["name"], change, meta["namespace"])
+        self.kube.modify("pods", meta["name"], change, meta["namespace"], current=dict(decision.pod))
         return finished
 
-    def _settle(self, decision: _Decision, runtime: Mapping[int, MigInstance], done: bool) -> None:
-        """After success: the view knows who uses the instances; the lock goes once the pod is done."""
+    def _settle(self, decision: _Decision, runtime: Mapping[int, MigInstance]) -> None:
+        """After success: the view knows who uses the instances."""
         with self.state.lock:
             for inst in runtime.values():
                 assert inst.mig_uuid is not None
@@ -474,8 +491,6 @@ class Allocator:
                 if uid:
                     self.state.owner_uids[inst.mig_uuid] = uid
                 self.state.idle_since.pop(inst.mig_uuid, None)
-        if done:
-            self.release_lock(decision.pod)
 
     def _fail(self, pod: Mapping[str, Any] | None, created: list[MigInstance], message: str) -> None:
         self.state.allocations["failed"] += 1

@@ -190,21 +190,26 @@ class Reconciler:
                         exc)
             return None
 
-    def _publish(self, plans: Sequence[GpuPlan], config: NodeConfig) -> None:
+    def _publish(self, plans: Sequence[GpuPlan], config: NodeConfig, *, release: str | None = None,
+                 node: Mapping[str, Any] | None = None) -> bool:
+        """False when the write failed (logged; the next round writes again)."""
         with self.state.lock:
             inst = realised(self.state.instances, self.state.owners, self.state.idle_since, self.state.owner_uids)
         try:
-            self.publisher.publish(node_devices(plans, config), inst)
+            self.publisher.publish(node_devices(plans, config), inst, release=release, node=node)
         except KubeError as exc:
             log.warning("cannot write the node annotations node=%s error=%s", self.options.node_name, exc)
             self.publisher.forget()
+            return False
+        return True
 
-    def publish_now(self) -> None:
-        """Write the annotations from the current view (after an Allocate changed instances)."""
+    def publish_now(self, release: str | None = None, node: Mapping[str, Any] | None = None) -> bool:
+        """Write the annotations from the current view (after an Allocate changed instances) and,
+        with `release`, drop that pod's node lock in the same write; False when the write failed."""
         with self.state.lock:
             plans = list(self.state.plans.values())
             config = self.state.config
-        self._publish(plans, config)
+        return self._publish(plans, config, release=release, node=node)
 
     # -- MIG mode -------------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from hami.api import names
+from hami.api import AnnotationError, names
 from hami.api.codecs import (
     Handshake,
     InstanceState,
@@ -22,6 +23,7 @@ from hami.api.codecs import (
     NodeDevice,
     Placement,
     RealisedInstance,
+    decode_node_lock,
     encode_handshake,
     encode_node_mig_instances,
     encode_node_register,
@@ -155,6 +157,15 @@ def realised(instances: Iterable[MigInstance], owners: Mapping[str, str],
     return tuple(sorted(out, key=lambda i: (i.gpu_uuid, i.placement.start, i.gpu_instance_id)))
 
 
+def _locked_by(value: str | None, owner: str) -> bool:
+    if not value:
+        return False
+    try:
+        return decode_node_lock(value).owner == owner
+    except AnnotationError:
+        return False
+
+
 class Publisher:
     """Writes the node annotations, each only when its value differs from what the node carries."""
 
@@ -163,21 +174,35 @@ class Publisher:
         self.node_name = node_name
         self._written: dict[str, str] = {}
 
-    def publish(self, devices: Iterable[NodeDevice], instances: Iterable[RealisedInstance]) -> bool:
-        """Write register and realised instances if changed; True when something was written.
-        Raises KubeError (the caller retries on its next round)."""
+    def publish(self, devices: Iterable[NodeDevice], instances: Iterable[RealisedInstance], *,
+                release: str | None = None, node: Mapping[str, Any] | None = None) -> bool:
+        """Write register and realised instances where they differ from the node's; True when
+        something was written. `release`: also drop the node lock if this pod (namespace/name)
+        holds it, in the same write — after an Allocate, a bind waiting for the lock then sees
+        one node change, not two (the second would fail its conditional lock patch). `node`: the
+        node as the caller just read it (saves a read when still current). Raises KubeError
+        (the caller retries on its next round)."""
         wanted = {names.NODE_REGISTER: encode_node_register(devices),
                   names.NODE_MIG_INSTANCES: encode_node_mig_instances(instances)}
-        if all(self._written.get(k) == v for k, v in wanted.items()):
+        if release is None and all(self._written.get(k) == v for k, v in wanted.items()):
             return False
-        node = self.kube.get("nodes", self.node_name)
-        current = (node.get("metadata") or {}).get("annotations") or {}
-        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
-        if changed:
-            self.kube.annotate("nodes", self.node_name, changed)
-            log.info("node annotations written node=%s keys=%s", self.node_name, sorted(changed))
+
+        patch: dict[str, str | None] = {}
+
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal patch
+            annotations = (current.get("metadata") or {}).get("annotations") or {}
+            patch = {k: v for k, v in wanted.items() if annotations.get(k) != v}
+            if release is not None and _locked_by(annotations.get(names.NODE_LOCK), release):
+                patch[names.NODE_LOCK] = None
+            return {"metadata": {"annotations": patch}} if patch else None
+
+        written = self.kube.modify("nodes", self.node_name, change,
+                                   current=dict(node) if node is not None else None)
         self._written.update(wanted)
-        return bool(changed)
+        if written is not None:
+            log.info("node annotations written node=%s keys=%s", self.node_name, sorted(patch))
+        return written is not None
 
     def forget(self) -> None:
         """Compare with the node again on the next publish (after an error or a restart)."""

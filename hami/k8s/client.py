@@ -195,17 +195,27 @@ class Kube:
         name: str,
         change: Callable[[Obj], Mapping[str, Any] | None],
         namespace: str | None = None,
+        *,
+        current: Obj | None = None,
     ) -> Obj | None:
         """Read-decide-patch with optimistic concurrency: `change(current)` returns the merge
         patch to apply (None: nothing to do); the patch carries the object's resourceVersion and
         is recomputed from a fresh read on each conflict (up to `retries` times, jittered
-        exponential backoff from 50 ms). Returns the patched object, or None when unchanged."""
-        delay = 0.05
-        for attempt in range(1, self.retries + 1):
-            current = self.get(kind, name, namespace)
+        exponential backoff from 50 ms). Returns the patched object, or None when unchanged.
+
+        `current`: a copy of the object the caller read moments ago (a list item, say); the first
+        try decides on it instead of reading again, and a conflict means it was stale."""
+        delay, attempt = 0.05, 1
+        fresh = current is None
+        while True:
+            if current is None:
+                current, fresh = self.get(kind, name, namespace), True
             body = change(current)
             if body is None:
-                return None
+                if fresh:
+                    return None
+                current = None  # "nothing to do" on the caller's copy, which may be stale: read and decide again
+                continue
             body = dict(body)
             meta = dict(body.get("metadata") or {})
             meta["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -213,12 +223,15 @@ class Kube:
             try:
                 return self.patch(kind, name, body, namespace)
             except Conflict:
+                current = None
+                if not fresh:
+                    continue  # the caller's copy was stale: read now, no backoff, no attempt spent
                 if attempt == self.retries:
                     raise
                 log.debug("conflict on %s %s attempt=%d; retrying", kind, _ref(namespace, name), attempt)
                 time.sleep(delay * (0.5 + random.random()))
                 delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
 
     def annotate(
         self, kind: str, name: str, annotations: Mapping[str, str | None], namespace: str | None = None

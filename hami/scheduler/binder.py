@@ -6,8 +6,10 @@ node's resourceVersion as the cache last saw it: a racing writer gets 409 and we
 pod's annotations and label (one merge patch), the Binding. HAMi makes five or more.
 
 The node lock (ARCHITECTURE §3) is held from here to the end of the pod's Allocate; the agent
-releases it. A bind that finds the node locked waits in-process on the cache's node events,
-bounded well inside kube-scheduler's extender timeout, instead of failing the pod back into
+releases it. Binds to one node take turns in-process (one waiter per node: when the lock is
+released, one bind tries the conditional patch, not every bind queued there, all but one of which
+would lose with 409 and re-read the node). A bind that finds the node locked waits on the cache's
+node events, bounded well inside kube-scheduler's extender timeout, instead of failing the pod back into
 kube-scheduler's backoff (HAMi #1367). The lock is free when it is absent, ours, older than
 `lock_timeout_s`, or held by a pod that no longer needs it (gone, ended, its Allocate finished, or its
 bind never reached a Binding: `ClusterCache.lock_owner_done`).
@@ -64,7 +66,9 @@ class Binder:
         self.on_bound = on_bound
         self.leader = leader if leader is not None else SoleReplica()
         self.api_calls = 0  # API requests made by binds (the bench reports calls per bind)
+        self.lock_conflicts = 0  # node-lock patches another writer beat (409): each costs a re-read
         self._calls_lock = threading.Lock()
+        self._turns: dict[str, threading.Lock] = {}  # node -> the in-process turn of binds to it
 
     def _count(self, n: int = 1) -> None:
         with self._calls_lock:
@@ -252,8 +256,23 @@ class Binder:
             return True, ""  # the owner is gone, ended, allocated, or never bound: free at once
         return False, f"{lock.owner or 'a legacy lock'} since {codecs.format_rfc3339(lock.time)}"
 
+    def _turn(self, node: str) -> threading.Lock:
+        with self._calls_lock:
+            return self._turns.setdefault(node, threading.Lock())
+
     def _take_lock(self, node: str, namespace: str, name: str) -> None:
-        deadline = time.monotonic() + self.lock_wait_s
+        deadline = time.monotonic() + self.lock_wait_s  # the turn and the lock share one bound
+        turn = self._turn(node)
+        if not turn.acquire(timeout=self.lock_wait_s):
+            raise BindError(f"node {node} is locked and {self.lock_wait_s:.0f}s were not enough for the binds queued "
+                            "before this one (one bind at a time per node until the agent allocates); "
+                            "kube-scheduler will retry")
+        try:
+            self._take_lock_in_turn(node, namespace, name, deadline)
+        finally:
+            turn.release()
+
+    def _take_lock_in_turn(self, node: str, namespace: str, name: str, deadline: float) -> None:
         holder = ""
         while True:
             value, version = self.cache.node_lock(node)
@@ -270,6 +289,8 @@ class Binder:
                     return
                 except Conflict:
                     self._count()
+                    with self._calls_lock:
+                        self.lock_conflicts += 1
                     self.cache.node_event("upsert", self.kube.get("nodes", node))  # someone wrote first: re-read
                     continue
                 except NotFound:

@@ -3,6 +3,7 @@ errors, conditional merge patches with conflict retry, events, leases."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,45 @@ def test_modify_gives_up_after_the_retries(kube) -> None:
 
     with pytest.raises(Conflict):
         k.modify("nodes", "n1", change)
+
+
+def test_modify_decides_on_the_callers_copy_and_reads_only_when_it_was_stale(kube) -> None:
+    """`current=`: the object the caller just read (a list item). Fresh: one PATCH, no GET.
+    Stale: the conflict costs one GET, no backoff and no retry. "Nothing to do" on a copy is
+    confirmed on a fresh read, never trusted (the lock it would release may have appeared since)."""
+    api, k = kube
+    calls: list[str] = []
+    remember = api.record
+    api.record = lambda method, path, code: (calls.append(f"{method} {code}"), remember(method, path, code))
+
+    def requests(expected: int) -> list[str]:  # the server records a request after it answers
+        deadline = time.monotonic() + 5
+        while len(calls) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # and nothing more arrives
+        return calls
+
+    mark = {"metadata": {"annotations": {"mine": "y"}}}
+    copy = api.store.get("nodes", None, "n1")  # in-process reads and writes: not requests
+    assert k.modify("nodes", "n1", lambda node: mark, current=copy)["metadata"]["annotations"] == {"mine": "y"}
+    assert requests(1) == ["PATCH 200"]
+
+    calls.clear()
+    k.retries = 1  # a stale copy must not spend the only attempt
+    assert k.modify("nodes", "n1", lambda node: {"metadata": {"annotations": {"mine": "z"}}}, current=copy)
+    assert requests(3) == ["PATCH 409", "GET 200", "PATCH 200"]
+
+    api.store.patch("nodes", None, "n1", {"metadata": {"annotations": {"lock": "held"}}},
+                    "application/merge-patch+json")
+    calls.clear()
+
+    def release(node: dict) -> dict | None:
+        held = (node["metadata"].get("annotations") or {}).get("lock")
+        return {"metadata": {"annotations": {"lock": None}}} if held else None
+
+    assert k.modify("nodes", "n1", release, current=copy) is not None  # the copy predates the lock
+    assert requests(2) == ["GET 200", "PATCH 200"]
+    assert "lock" not in k.get("nodes", "n1")["metadata"]["annotations"]
 
 
 def test_events_and_leases(kube) -> None:
