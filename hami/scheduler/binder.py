@@ -14,8 +14,10 @@ kube-scheduler's backoff (HAMi #1367). The lock is free when it is absent, ours,
 `lock_timeout_s`, or held by a pod that no longer needs it (gone, ended, its Allocate finished, or its
 bind never reached a Binding: `ClusterCache.lock_owner_done`).
 
-Any failure after the reservation releases it, releases the lock if we took it, marks the pod's
-`bind-phase` failed when its annotations were written, records an event and returns the reason.
+Any failure after the reservation marks the pod's `bind-phase` failed when its annotations were
+written, then releases the reservation, releases the lock if we took it, records an event and
+returns the reason. When that mark cannot be written, the reservation stays until the bind TTL
+(the annotations still claim the devices; see `_bind_gpu_pod`).
 
 With several replicas (docs/ha.md) every API write first asks `leader.check()` — a replica that
 is not acting, or stopped acting mid-bind, writes nothing more — and tells `leader.record_write()`
@@ -24,7 +26,6 @@ whether the API took it, so that a leader whose writes keep failing steps down.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -141,11 +142,20 @@ class Binder:
             annotated = True
             self._post_binding(namespace, name, uid, node)
         except (BindError, KubeError, AnnotationError, ValueError, NotActing) as err:
-            self.engine.release(uid)
+            marked = not annotated
             if annotated:
-                with contextlib.suppress(KubeError, NotActing):
+                try:
                     self._write(self.kube.annotate, "pods", name, {names.BIND_PHASE: names.BIND_PHASE_FAILED},
                                 namespace)
+                    marked = True
+                except (KubeError, NotActing) as mark_err:
+                    log.warning("pod=%s/%s bind failed and its failed mark was not written (%s): its devices stay "
+                                "reserved until the bind TTL", namespace, name, mark_err)
+            if marked:
+                self.engine.release(uid)
+            # else the pod's annotations still claim the devices: freeing them now would let another
+            # pod take them while the cache may fold this claim back (a double booking); the cache's
+            # sweep frees them once the claim is older than the bind TTL
             if locked:
                 self.release_lock(node, namespace, name)
             if self.leader.acting()[0]:

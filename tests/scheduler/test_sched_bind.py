@@ -6,6 +6,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from hami.api import codecs, names
 from hami.scheduler.binder import BindError
 from tests.scheduler.conftest import Plane, both_planes, devices, gpu_pod, wait_for
@@ -142,3 +144,33 @@ def test_a_node_that_no_longer_fits_fails_the_bind_and_keeps_nothing(plane: Plan
         assert "no longer fits" in str(err)
     assert not plane.bound("big2")
     assert names.VGPU_NODE not in (plane.pod("big2")["metadata"].get("annotations") or {})
+
+
+def test_a_failed_bind_whose_failed_mark_cannot_be_written_keeps_its_devices_until_the_bind_ttl(
+        plane: Plane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Binding fails and so does the `failed` mark: the pod still claims its devices in its
+    annotations, so releasing them at once would let another pod take them while the cache can
+    fold the claim back in. They stay reserved until the claim is older than the bind TTL."""
+    from hami.k8s import KubeError
+    from hami.scheduler import binder as binder_module
+
+    plane.agent.paused = True
+    plane.add_node("mig-a", devices("a", 1))
+    pod = _created(plane, "unmarked", "40000")
+    uid = pod["metadata"]["uid"]
+    wait_for(lambda: plane.scheduler.cache.pod(uid))
+
+    def refuse(*_args, **_kw):
+        raise KubeError("test", 500, "InternalError", "the API server is failing")
+
+    monkeypatch.setattr(binder_module, "bind_pod", refuse)
+    monkeypatch.setattr(plane.scheduler.binder.kube, "annotate", refuse)
+    with pytest.raises(BindError, match="the API server is failing"):
+        _bind(plane, pod, "mig-a")
+    monkeypatch.undo()
+    assert plane.pod("unmarked")["metadata"]["annotations"][names.BIND_PHASE] == names.BIND_PHASE_ALLOCATING
+    assert plane.scheduler.engine.reservation(uid) is not None  # kept while the annotations claim it
+    wait_for(lambda: _lock(plane, "mig-a") is None, what="the bind's node lock released")
+    plane.scheduler.cache.bind_ttl_s = 0.0
+    plane.scheduler.cache.sweep()
+    assert plane.scheduler.engine.reservation(uid) is None  # the claim expired: the sweep frees it
