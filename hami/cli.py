@@ -75,9 +75,11 @@ def _device_plugin_parser(sub) -> None:
     dp = sub.add_parser("device-plugin", help="the node agent: kubelet device plugin, registration, MIG realisation")
     dp.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node (default $NODE_NAME)")
     dp.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG, else in-cluster)")
-    dp.add_argument("--plugin-dir", default="/var/lib/kubelet/device-plugins", help="kubelet's device-plugin folder")
+    dp.add_argument("--plugin-dir", default="/var/lib/kubelet/device-plugins",
+                    help="kubelet's device-plugin folder (default %(default)s)")
     dp.add_argument("--resource-name", default="nvidia.com/gpu", help="extended resource (default nvidia.com/gpu)")
-    dp.add_argument("--socket-name", default="nvidia-gpu.sock", help="our socket's name in --plugin-dir")
+    dp.add_argument("--socket-name", default="nvidia-gpu.sock",
+                    help="our socket's name in --plugin-dir (default %(default)s)")
     dp.add_argument("--config-file", default=None,
                     help="the mounted hami-device-plugin config.json (default: read the ConfigMap)")
     dp.add_argument("--config-map", default="kube-system/hami-device-plugin",
@@ -85,9 +87,11 @@ def _device_plugin_parser(sub) -> None:
     dp.add_argument("--device-config-file", default=None, help="HAMi's device-config.yaml (nvidia: defaults)")
     dp.add_argument("--hook-path", default=os.environ.get("HOOK_PATH", "/usr/local"),
                     help="host folder with vgpu/libvgpu.so (default $HOOK_PATH or /usr/local)")
-    dp.add_argument("--metrics-address", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
+    dp.add_argument("--metrics-address", default="0.0.0.0",
+                    help="address of /metrics, /healthz, /readyz (default %(default)s)")
     dp.add_argument("--metrics-port", type=int, default=9394, help="their port (default 9394; -1: off)")
-    dp.add_argument("--sync-interval", type=float, default=5.0, help="seconds between reconciliations")
+    dp.add_argument("--sync-interval", type=float, default=5.0,
+                    help="seconds between reconciliations (default %(default)s)")
     dp.add_argument("--idle-destroy-after", type=float, default=600.0,
                     help="destroy MIG instances idle this many seconds (default 600; 0: only when needed)")
     dp.add_argument("--nvml-library", default=None, help="libnvidia-ml path (default $HAMI_NVML_LIBRARY)")

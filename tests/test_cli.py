@@ -4,6 +4,7 @@ where it cannot; the runtime set and the extras are what the code imports; the b
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -350,3 +351,14 @@ def test_a_file_that_is_not_a_kubeconfig_is_one_line_and_exit_2(tmp_path, capfd,
     assert cli.main(argv) == 2
     err = capfd.readouterr().err
     assert why in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    """A user reads `--help`, not the source: an option with a default names it."""
+    from hami.cli import _parser, _subcommands
+
+    silent = [f"{sub.prog} {action.option_strings[-1]}"
+              for sub in _subcommands(_parser()) for action in sub._actions
+              if action.option_strings and action.help and "default" not in action.help
+              and action.default not in (None, False, "", [], argparse.SUPPRESS)]
+    assert not silent, silent

@@ -192,15 +192,23 @@ def add_parser(sub) -> None:
     p.add_argument("--cert-file", default=None, help="TLS certificate (PEM); reloaded when the file changes")
     p.add_argument("--key-file", default=None, help="TLS key (PEM)")
     p.add_argument("--device-config-file", default=None, help="HAMi's device-config.yaml")
-    p.add_argument("--scheduler-name", default=names.SCHEDULER_NAME, help="schedulerName the webhook sets")
-    p.add_argument("--policy", default="fragmentation-aware", choices=POLICIES, help="placement policy")
-    p.add_argument("--node-scheduler-policy", default="binpack", choices=("binpack", "spread"))
-    p.add_argument("--gpu-scheduler-policy", default="binpack", choices=("binpack", "spread"))
-    p.add_argument("--node-lock-timeout", type=float, default=300.0, help="seconds after which a node lock expires")
+    p.add_argument("--scheduler-name", default=names.SCHEDULER_NAME,
+                   help="schedulerName the webhook sets (default %(default)s)")
+    p.add_argument("--policy", default="fragmentation-aware", choices=POLICIES,
+                   help="placement policy: %(choices)s (default %(default)s; docs/architecture.md §7)")
+    p.add_argument("--node-scheduler-policy", default="binpack", choices=("binpack", "spread"),
+                   help="node order for pods without the hami.io/node-scheduler-policy annotation"
+                        " (default %(default)s)")
+    p.add_argument("--gpu-scheduler-policy", default="binpack", choices=("binpack", "spread"),
+                   help="GPU order for pods without the hami.io/gpu-scheduler-policy annotation (default %(default)s)")
+    p.add_argument("--node-lock-timeout", type=float, default=300.0,
+                   help="seconds after which a node lock expires (default %(default)s)")
     p.add_argument("--lock-wait", type=float, default=20.0,
-                   help="seconds a bind waits for a locked node (keep below the extender httpTimeout)")
+                   help="seconds a bind waits for a locked node"
+                        " (default %(default)s; keep below the extender httpTimeout)")
     p.add_argument("--no-legacy-metrics", action="store_true", help="omit HAMi's pre-2.9 metric names")
-    p.add_argument("--runtime-class-name", default="", help="runtimeClassName the webhook sets on GPU pods")
+    p.add_argument("--runtime-class-name", default="",
+                   help="runtimeClassName the webhook sets on GPU pods (default: none)")
     ha = p.add_argument_group("high availability (docs/ha.md)")
     ha.add_argument("--leader-lease", default="", metavar="NAMESPACE/NAME",
                     help="follow this coordination.k8s.io Lease (the co-located kube-scheduler's leader election, "
