@@ -128,7 +128,7 @@ def _device_plugin(args) -> int:
 def _simulate_parser(sub) -> None:
     from hami.sim import online, simulate, traces
 
-    sim = sub.add_parser("simulate", help="compare placement policies on the openb trace (engine level)",
+    sim = sub.add_parser("simulate", help="compare placement policies: openb trace or uniform mix (engine level)",
                          description=f"The openb trace is not shipped: get the folder {traces.UPSTREAM_FOLDER} "
                          f"of {traces.UPSTREAM_REPOSITORY} and pass --trace-dir (README, 'The openb trace'). "
                          "'online --mix uniform' needs no trace.")
