@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from hami.api import names
 from hami.api.codecs import decode_mig_allocations, decode_node_mig_instances
 from hami.deviceplugin.allocate import AllocateError
 from hami.sim import fakenvml
-from tests.deviceplugin.conftest import Dev, wait_for
+from tests.deviceplugin.conftest import NODE, Dev, wait_for
 
 
 def instances(node, gpu: int = 0) -> list[tuple[int, int, int]]:
@@ -47,6 +48,24 @@ def test_mig_allocate_creates_the_decided_instance_and_records_it(mig_node) -> N
     [published] = decode_node_mig_instances(node.node_annotations()[names.NODE_MIG_INSTANCES])
     assert (published.mig_uuid, published.state.value, published.pod) == (allocation.mig_uuid, "in-use", "default/p")
     assert published.pod_uid == node.pod("p")["metadata"]["uid"]  # the identity the scheduler matches on
+
+
+def test_allocate_writes_the_node_once_republishing_and_releasing_the_lock_together(mig_node) -> None:
+    """A bind waiting for the node lock watches the node: two writes (lock released, then
+    instances republished) would make its conditional lock patch lose to the second one."""
+    node = mig_node
+    node.start_agent(sync_interval=3600.0, handshake_interval=3600.0)  # no periodic writes meanwhile
+    wait_for(lambda: names.NODE_MIG_INSTANCES in node.node_annotations(), what="the first publish")
+    time.sleep(0.2)  # the server records a request after answering it
+    start = len(node.api.requests)
+    node.decided_pod("once", [[Dev(0, 40192, 100, "3g.40gb", 4, 4)]])
+    assert node.wait_phase("once", "Running", "Failed") == "Running"
+    time.sleep(0.2)
+    node_writes = [r for r in list(node.api.requests)[start:] if r[0] == "PATCH" and r[1].endswith("/nodes/" + NODE)]
+    assert [code for _m, _p, code in node_writes] == [200]
+    assert lock_value(node) is None
+    [published] = decode_node_mig_instances(node.node_annotations()[names.NODE_MIG_INSTANCES])
+    assert published.pod == "default/once"
 
 
 def test_multi_instance_and_multi_container_pods(mig_node) -> None:
