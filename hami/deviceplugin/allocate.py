@@ -22,8 +22,11 @@ says why, and raises AllocateError. The node lock is released whenever the pod i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+import time
 import uuid as uuidlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -54,6 +57,7 @@ from hami.nvml import Nvml, NvmlError
 log = logging.getLogger(__name__)
 
 FAILED_REASON = "AllocateFailed"
+PREREAD_TTL_S = 0.5  # how long GetPreferredAllocation's reads may serve the Allocate that follows
 CONTAINER_VGPU_DIR = "/usr/local/vgpu"
 
 
@@ -106,8 +110,23 @@ class Allocator:
         # after instances changed: the agent republishes them, dropping a finished pod's node lock in
         # the same write: on_changed(release="ns/name" or None, node=the node as read) -> written ok
         self.on_changed: Any = None
+        # what GetPreferredAllocation read (time, the node's pods, the node), for the Allocate
+        # kubelet sends right after it: one-shot, and only while younger than PREREAD_TTL_S
+        self._preread: tuple[float, list[Mapping[str, Any]], Mapping[str, Any]] | None = None
+        self._preread_lock = threading.Lock()
 
     # -- the pod being admitted ------------------------------------------------------------------
+
+    def _read(self) -> tuple[list[Mapping[str, Any]], Mapping[str, Any]]:
+        """The node's pods and the node (its lock), as the API server has them now."""
+        return self._node_pods(), self.kube.get("nodes", self.options.node_name)
+
+    def _take_preread(self) -> tuple[list[Mapping[str, Any]], Mapping[str, Any]] | None:
+        with self._preread_lock:
+            pre, self._preread = self._preread, None
+        if pre is None or time.monotonic() - pre[0] > PREREAD_TTL_S:
+            return None
+        return pre[1], pre[2]
 
     def _node_pods(self) -> list[Mapping[str, Any]]:
         return self.kube.list("pods", field_selector=f"spec.nodeName={self.options.node_name}")
@@ -150,6 +169,19 @@ class Allocator:
             f"no pending pod on node {node} awaits {count} device(s) of {self.options.resource_name}"
             + (f"; pods awaiting Allocate: {', '.join(others)}" if others else "; no pod awaits Allocate")
         )
+
+    def _admitting(self, count: int, gpus: Sequence[str]) -> tuple[list[Mapping[str, Any]], Mapping[str, Any],
+                                                                     Mapping[str, Any]]:
+        """(the node's pods, the node, the pod kubelet is admitting). Kubelet asks for the
+        preferred allocation right before Allocate, so the reads made for that answer moments ago
+        serve again (two API calls fewer in the path every bind on this node waits for); when
+        they do not name the pod, a fresh read decides."""
+        pre = self._take_preread()
+        if pre is not None:
+            with contextlib.suppress(AllocateError):
+                return pre[0], pre[1], self._find(pre[0], pre[1], count, gpus)
+        pods, node = self._read()
+        return pods, node, self._find(pods, node, count, gpus)
 
     def _lock_owner(self, node: Mapping[str, Any]) -> str | None:
         value = ((node.get("metadata") or {}).get("annotations") or {}).get(names.NODE_LOCK)
@@ -242,8 +274,10 @@ class Allocator:
         fails: without a decision it answers kubelet's own order."""
         chosen = list(must_include)[:size]
         try:
-            pods = self._node_pods()
-            pod = self._find(pods, self.kube.get("nodes", self.options.node_name), size)
+            pods, node = self._read()
+            with self._preread_lock:
+                self._preread = (time.monotonic(), pods, node)
+            pod = self._find(pods, node, size)
             wanted = [d.uuid for d in self._entry(pod)]
         except (AllocateError, KubeError, AnnotationError) as exc:
             log.debug("no preference node=%s reason=%s", self.options.node_name, exc)
@@ -276,9 +310,7 @@ class Allocator:
             created: list[MigInstance] = []
             done = False
             try:
-                pods = self._node_pods()
-                node = self.kube.get("nodes", self.options.node_name)
-                pod = self._find(pods, node, len(device_ids), [gpu_of(d) for d in device_ids])
+                pods, node, pod = self._admitting(len(device_ids), [gpu_of(d) for d in device_ids])
                 decision = self._decision(pod, len(device_ids))
                 runtime: dict[int, MigInstance] = {}
                 visible: list[str] = []
@@ -342,7 +374,7 @@ class Allocator:
         gpu, start, size = reservation.gpu_uuid, reservation.placement.start, reservation.placement.size
         others = {u: o for u, o in taken.items() if u != reservation.mig_uuid}
         blocked = podlib.unreadable(p for p in pods if podlib.key(p) != decision.pod_key)
-        existing = [i for i in self.mig.instances() if i.gpu_uuid == gpu]
+        existing = list(self.mig.instances(gpu))
         reuse: MigInstance | None = None
         doomed: list[MigInstance] = []
         for inst in existing:

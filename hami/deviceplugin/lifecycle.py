@@ -254,7 +254,7 @@ class Reconciler:
         if not gpu.mig_pending:
             return self._reset_required(gpu, "disabled"), False
         try:
-            mine = [i for i in self.mig.instances() if i.gpu_uuid == gpu.uuid]
+            mine = list(self.mig.instances(gpu.uuid))
         except MigError as exc:
             return f"draining to hami-core; cannot list its MIG instances: {exc}", False
         used = sorted({owners[i.mig_uuid] for i in mine if i.mig_uuid in owners})

@@ -68,6 +68,24 @@ def test_allocate_writes_the_node_once_republishing_and_releasing_the_lock_toget
     assert published.pod == "default/once"
 
 
+def test_allocate_reuses_what_get_preferred_allocation_read_moments_before(mig_node) -> None:
+    """kubelet asks for the preferred allocation, then allocates: the pods and the node read for
+    the first answer serve the second, so an admission reads the API once (every bind queued on
+    the node waits for this path)."""
+    node = mig_node
+    node.start_agent(sync_interval=3600.0, handshake_interval=3600.0)
+    wait_for(lambda: names.NODE_MIG_INSTANCES in node.node_annotations(), what="the first publish")
+    time.sleep(0.2)
+    start = len(node.api.requests)
+    node.decided_pod("pre", [[Dev(0, 19968, 28, "2g.20gb", 0, 2)]])
+    assert node.wait_phase("pre", "Running", "Failed") == "Running"
+    time.sleep(0.2)
+    calls = list(node.api.requests)[start:]
+    reads = [c for c in calls if c[0] == "GET"]
+    assert len(reads) == 2, calls  # one list of the node's pods and one node, for both calls
+    assert node.annotations("pre")[names.BIND_PHASE] == "success" and lock_value(node) is None
+
+
 def test_multi_instance_and_multi_container_pods(mig_node) -> None:
     node = mig_node
     node.start_agent()

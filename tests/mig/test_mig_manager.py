@@ -192,3 +192,23 @@ def test_rollback_retries_a_transient_failure(manager, node):
     with pytest.raises(ReconcileError):
         manager.reconcile([Desired(h100, "3g.40gb", 4), Desired(h100, "1g.10gb", 0), Desired(h100, "4g.40gb", 0)])
     assert [gi.start for _, gi in node.instances()] == [4]
+
+
+def test_instances_of_one_gpu_read_only_that_gpu(manager, node):
+    """Allocate asks for the instances of the decided GPU: reading every GPU of a busy node costs
+    hundreds of NVML calls inside kubelet's Allocate deadline."""
+    h100, a30 = (g.uuid for g in node.read().gpus[:2])
+    on_h100 = manager.ensure(h100, "1g.10gb", 0)
+    manager.ensure(a30, "1g.6gb", 0)
+    node.set_trace(True)
+    assert [i.mig_uuid for i in manager.instances(h100)] == [on_h100.mig_uuid]
+    one = node.calls()
+    node.set_trace(False)
+    assert one.get("nvmlDeviceGetGpuInstances", 0) > 0
+    node.set_trace(True)
+    assert len(manager.instances()) == 2
+    whole = node.calls()
+    node.set_trace(False)
+    assert sum(whole.values()) > sum(one.values()) + one.get("nvmlDeviceGetGpuInstances", 0)
+    with pytest.raises(UnknownGpuError):
+        manager.instances("GPU-nope")
