@@ -1,9 +1,9 @@
 """Bind: decide the exact devices, record them on the pod, take the node lock, post the Binding.
 
 The engine reserves atomically first, so two binds racing for one GPU can never both get it.
-Then, on the common path, three API calls: the node lock (a merge patch conditional on the
-node's resourceVersion as the cache last saw it: a racing writer gets 409 and we re-read), the
-pod's annotations and label (one merge patch), the Binding. HAMi makes five or more.
+Then, on the common path, three API calls: the pod's annotations and label (one merge patch),
+the node lock (a merge patch conditional on the node's resourceVersion as the cache last saw it:
+a racing writer gets 409 and we re-read), the Binding. HAMi makes five or more.
 
 The node lock (ARCHITECTURE §3) is held from here to the end of the pod's Allocate; the agent
 releases it. Binds to one node take turns in-process (one waiter per node: when the lock is
@@ -129,8 +129,9 @@ class Binder:
             raise BindError(f"node {node} no longer fits pod {namespace}/{name}: {out.message}")
         locked = annotated = False
         try:
-            self._take_lock(node, namespace, name)
-            locked = True
+            # the decision first, then the node lock: the lock is held from its patch to the end of
+            # the pod's Allocate, and every bind queued on the node waits that long, so one API
+            # call fewer inside it is a burst's throughput (the agent looks only at bound pods)
             now = datetime.fromtimestamp(self.clock(), UTC)
             values: dict[str, str | None] = {**A.decision_annotations(out, self.cache.gpu_types(node), now,
                                                                     self.cache.learned)}
@@ -140,6 +141,8 @@ class Binder:
             self._write(self.kube.patch, "pods", name,
                         {"metadata": {"annotations": values, "labels": {names.VGPU_NODE: node}}}, namespace)
             annotated = True
+            self._take_lock(node, namespace, name)
+            locked = True
             self._post_binding(namespace, name, uid, node)
         except (BindError, KubeError, AnnotationError, ValueError, NotActing) as err:
             marked = not annotated
