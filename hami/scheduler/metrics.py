@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -52,10 +52,18 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _family(name: str, help_: str, lines: list[str]) -> str:
-    """One gauge family: HELP, TYPE and its sample lines (each ending in a newline)."""
+BATCH_LINES = 512  # lines per piece of text handed to the socket (some 60 KB)
+
+
+def _family(name: str, help_: str, lines: list[str]) -> list[str]:
+    """One gauge family, HELP, TYPE and its sample lines (each ending in a newline), in pieces of
+    BATCH_LINES lines: no allocation of megabytes per scrape, which the C allocator keeps (in
+    one arena per thread) long after the scrape."""
     help_ = help_.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"# HELP {name} {help_}\n# TYPE {name} gauge\n" + "".join(lines)
+    head = f"# HELP {name} {help_}\n# TYPE {name} gauge\n"
+    pieces = ["".join(lines[i:i + BATCH_LINES]) for i in range(0, len(lines), BATCH_LINES)] or [""]
+    pieces[0] = head + pieces[0]
+    return pieces
 
 
 class _GpuRow:
@@ -105,22 +113,22 @@ class GpuExposition:
         return rows, instances
 
     def chunks(self) -> Iterator[str]:
-        """The families in a fixed order, one string each."""
+        """The families in a fixed order, in pieces of at most BATCH_LINES lines."""
         rows, instances = self._rows()
 
-        def per_gpu(name: str, help_: str, value_of, labels: str = "hami") -> str:
+        def per_gpu(name: str, help_: str, value_of, labels: str = "hami") -> list[str]:
             return _family(name, help_, [f"{name}{{{getattr(r, labels)}}} {_num(value_of(r))}\n" for r in rows])
 
-        yield per_gpu("hami_gpu_memory_limit_bytes", "Device memory limit for a certain GPU",
+        yield from per_gpu("hami_gpu_memory_limit_bytes", "Device memory limit for a certain GPU",
                       lambda r: r.mem_limit * MIB)
-        yield per_gpu("hami_gpu_core_limit_ratio", "Device core limit for a certain GPU", lambda r: r.core_limit)
+        yield from per_gpu("hami_gpu_core_limit_ratio", "Device core limit for a certain GPU", lambda r: r.core_limit)
         name = "hami_gpu_memory_allocated_bytes"
-        yield _family(name, "Device memory allocated for a certain GPU",
+        yield from _family(name, "Device memory allocated for a certain GPU",
                       [f'{name}{{device_cores="{r.core_limit}",{r.hami}}} {_num(r.mem_used * MIB)}\n' for r in rows])
-        yield per_gpu("hami_gpu_shared_count", "Number of containers sharing this GPU", lambda r: r.shared)
-        yield per_gpu("hami_gpu_core_allocated_ratio", "Device core allocated for a certain GPU",
+        yield from per_gpu("hami_gpu_shared_count", "Number of containers sharing this GPU", lambda r: r.shared)
+        yield from per_gpu("hami_gpu_core_allocated_ratio", "Device core allocated for a certain GPU",
                       lambda r: r.cores_used)
-        yield per_gpu("hami_node_gpu_memory_allocated_ratio", "GPU Memory Allocated Percentage on a certain GPU",
+        yield from per_gpu("hami_node_gpu_memory_allocated_ratio", "GPU Memory Allocated Percentage on a certain GPU",
                       lambda r: r.mem_used / r.mem_limit if r.mem_limit else 0.0)
         name = "hami_node_gpu_mig_instance_info"
         lines, states = [], Counter()
@@ -132,28 +140,28 @@ class GpuExposition:
                 f'placement_size="{inst.placement.size}",placement_start="{inst.placement.start}",'
                 f'profile="{_esc(inst.profile)}",zone="{ZONE}"}} 1.0\n')
             states[(node, inst.profile, inst.state.value)] += 1
-        yield _family(name, "Realized MIG instance identity and scheduler placement", lines)
+        yield from _family(name, "Realized MIG instance identity and scheduler placement", lines)
         name = "hami_mig_instances"
-        yield _family(name, "MIG instances that exist, by node, profile and state",
+        yield from _family(name, "MIG instances that exist, by node, profile and state",
                       [f'{name}{{node="{_esc(node)}",profile="{_esc(profile)}",state="{state}"}} {_num(n)}\n'
                        for (node, profile, state), n in sorted(states.items())])
         name = "hami_scheduler_pending_gpu_pods"
-        yield _family(name, "GPU pods whose bind is in flight (decided, not yet bound to a node)",
+        yield from _family(name, "GPU pods whose bind is in flight (decided, not yet bound to a node)",
                       [f"{name} {_num(self.cache.pending_gpu_pods())}\n"])
         if self.legacy:
             yield from self._legacy(rows, instances)
 
     def _legacy(self, rows: list[_GpuRow], instances) -> Iterator[str]:
-        def per_gpu(name: str, help_: str, value_of) -> str:
+        def per_gpu(name: str, help_: str, value_of) -> list[str]:
             return _family(name, help_, [f"{name}{{{r.legacy}}} {_num(value_of(r))}\n" for r in rows])
 
-        yield per_gpu("GPUDeviceMemoryLimit", "Device memory limit for a certain GPU", lambda r: r.mem_limit * MIB)
-        yield per_gpu("GPUDeviceCoreLimit", "Device core limit for a certain GPU", lambda r: r.core_limit)
-        yield per_gpu("GPUDeviceMemoryAllocated", "Device memory allocated for a certain GPU",
+        yield from per_gpu("GPUDeviceMemoryLimit", "Device memory limit for a certain GPU", lambda r: r.mem_limit * MIB)
+        yield from per_gpu("GPUDeviceCoreLimit", "Device core limit for a certain GPU", lambda r: r.core_limit)
+        yield from per_gpu("GPUDeviceMemoryAllocated", "Device memory allocated for a certain GPU",
                       lambda r: r.mem_used * MIB)
-        yield per_gpu("GPUDeviceSharedNum", "Number of containers sharing this GPU", lambda r: r.shared)
-        yield per_gpu("GPUDeviceCoreAllocated", "Device core allocated for a certain GPU", lambda r: r.cores_used)
-        yield per_gpu("nodeGPUMemoryPercentage", "GPU Memory Allocated Percentage on a certain GPU",
+        yield from per_gpu("GPUDeviceSharedNum", "Number of containers sharing this GPU", lambda r: r.shared)
+        yield from per_gpu("GPUDeviceCoreAllocated", "Device core allocated for a certain GPU", lambda r: r.cores_used)
+        yield from per_gpu("nodeGPUMemoryPercentage", "GPU Memory Allocated Percentage on a certain GPU",
                       lambda r: r.mem_used / r.mem_limit if r.mem_limit else 0.0)
         realised_by_gpu: dict[str, list[codecs.RealisedInstance]] = {}
         for _node, _device, inst in instances:
@@ -167,7 +175,7 @@ class GpuExposition:
                 slots = [(f"{inst.profile}-{inst.placement.start}", inst.state is codecs.InstanceState.IN_USE)
                          for inst in sorted(realised_by_gpu.get(r.uuid, ()), key=lambda i: i.placement.start)]
             lines.extend(f"{head}{_esc(slot)}{tail}{'1.0' if used else '0.0'}\n" for slot, used in slots)
-        yield _family(name, SEED_MIG_HELP, lines)
+        yield from _family(name, SEED_MIG_HELP, lines)
 
 
 class _MetricsHandler(BaseHTTPRequestHandler):
@@ -175,6 +183,7 @@ class _MetricsHandler(BaseHTTPRequestHandler):
     written. HTTP/1.0, the body ends with the connection: no need to hold 20 MB to know its length."""
 
     protocol_version = "HTTP/1.0"
+    timeout = 30  # seconds a stalled scraper may hold the (single) metrics thread
     server: _MetricsServer
 
     def do_GET(self) -> None:
@@ -194,8 +203,10 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         pass
 
 
-class _MetricsServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _MetricsServer(HTTPServer):
+    """One scrape at a time, on one thread: scrapes are seconds apart, and a thread per scrape
+    leaves each its own C-allocator arena to grow (a soak's scheduler RSS crept with scrapes).
+    A scraper that stops reading is dropped after `_MetricsHandler.timeout`."""
 
     def __init__(self, address: tuple[str, int], metrics: SchedulerMetrics) -> None:
         self.metrics = metrics
@@ -260,7 +271,7 @@ class SchedulerMetrics:
         """The whole exposition as one string (tests, the simulator); the server streams `chunks`."""
         return b"".join(self.chunks()).decode()
 
-    def serve(self, host: str, port: int) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    def serve(self, host: str, port: int) -> tuple[HTTPServer, threading.Thread]:
         server = _MetricsServer((host, port), self)
         thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
         thread.start()

@@ -230,6 +230,16 @@ def test_the_metrics_port_streams_text_prometheus_parses_with_escaped_labels() -
     assert limits == {"GPU-q-0": (odd, 24576 * 2**20), "GPU-q-1": (odd, 24576 * 2**20)}
     assert [s.labels["devicetype"] for s in families["GPUDeviceSharedNum"].samples] == [odd, odd]
     assert "hami_scheduler_filter_nodes" in families  # the event metrics come first, in the same body
+    # handed over in pieces of at most BATCH_LINES samples, never a family at once
+    import hami.scheduler.metrics as M
+
+    old, M.BATCH_LINES = M.BATCH_LINES, 1
+    try:
+        pieces = list(metrics.gpus.chunks())
+    finally:
+        M.BATCH_LINES = old
+    assert max(sum(1 for line in piece.splitlines() if not line.startswith("#")) for piece in pieces) == 1
+    assert "".join(pieces) == "".join(metrics.gpus.chunks())  # the same text, cut differently
 
 
 def test_tls_serves_and_reloads_its_certificate(tmp_path: Path) -> None:
