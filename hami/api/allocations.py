@@ -36,6 +36,12 @@ from hami.api._wire import (
 )
 from hami.api.errors import AnnotationError
 
+# Decoded annotation values kept (each memo): a pod's events repeat its values close together,
+# and pods of one size on one GPU share theirs. Bounded small: values of pods long gone are
+# nearly all unique (MIG uuids), about 1.5 KB each, and a 65,536-entry memo grew a soak's
+# scheduler by 0.5 MiB a minute of churn until it would have held some 190 MiB.
+DECODE_MEMO = 4096
+
 # ---------------------------------------------------------------------------------------------
 # the HAMi device string
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +95,7 @@ def encode_pod_devices(devices: Sequence[Sequence[ContainerDevice]]) -> str:
     return "".join("".join(d.encode() for d in container) + ";" for container in devices)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=DECODE_MEMO)
 def decode_pod_devices(value: str, annotation: str = names.VGPU_DEVICES_ALLOCATED) -> PodDevices:
     """Decode either devices annotation; `annotation` names it in errors.
 
@@ -245,7 +251,7 @@ def encode_mig_allocations(allocations: Iterable[MigAllocation]) -> str:
     return dump_json([a.to_json() for a in allocations])
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=DECODE_MEMO)
 def decode_mig_allocations(value: str) -> tuple[MigAllocation, ...]:
     """Decode and validate like HAMi: an empty value means no reservations; negative indices,
     an empty uuid or profile, a zero-size placement, a partial runtime identity, or a repeated

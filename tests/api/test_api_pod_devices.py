@@ -171,3 +171,12 @@ def test_unix_time():
 @given(st.integers(0, 2**63 - 1))
 def test_unix_time_round_trip(seconds):
     assert decode_unix_time(encode_unix_time(seconds)) == seconds
+
+
+def test_decode_memos_stay_small_under_churn():
+    """Values of pods long gone are unique (MIG uuids): a large memo only holds memory (a
+    65,536-entry one grew a soak's scheduler by 0.5 MiB a minute of churn)."""
+    from hami.api.allocations import decode_mig_allocations, decode_pod_devices
+
+    for memo in (decode_pod_devices, decode_mig_allocations):
+        assert memo.cache_info().maxsize <= 4096
