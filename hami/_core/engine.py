@@ -46,6 +46,7 @@ from hami.devices.models import GpuModel
 log = logging.getLogger(__name__)
 
 EMPTY_NODE = 0  # node id 0 has no GPUs: unknown names map to it
+SYNTH_MEMO = 8192  # expected idle instances kept for reuse across decisions (Engine._synth)
 
 
 class _Mutation:
@@ -625,10 +626,14 @@ class Engine:
 
     def _synth(self, gpu_uuid: str, t, slot: int) -> RealisedInstance:
         """An idle instance known only by its placement (released by a pod, not reported yet);
-        values, so one per (GPU, model, slot) serves every decision that names it."""
+        values, so one per (GPU, model, slot) serves every decision that names it. The memo is
+        cleared at SYNTH_MEMO entries: at 10,000 MIG GPUs it would otherwise grow towards every
+        (GPU, slot) pair churn ever met (some 140,000 instances)."""
         key = (gpu_uuid, t.model.key, slot)
         inst = self._synthesised.get(key)
         if inst is None:
+            if len(self._synthesised) >= SYNTH_MEMO:  # (GPU, slot) pairs met over hours of churn: bounded
+                self._synthesised.clear()
             p, start = t.slots[slot]
             prof = t.profiles[p]
             inst = self._synthesised[key] = RealisedInstance.expected(gpu_uuid, prof.name,

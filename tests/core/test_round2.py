@@ -276,3 +276,29 @@ def test_a_pod_too_big_for_the_nodes_free_slices_is_refused_at_once(make_engine)
     assert isinstance(out, Rejection)
     ok = e.decide_and_reserve("q", pod((8, 10240), (8, 10240)), "n")
     assert isinstance(ok, Decision), ok
+
+
+def test_expected_idle_instances_memo_is_bounded(monkeypatch):
+    """Released instances the agent has not reported yet are memoised per (GPU, slot); at
+    10,000 MIG GPUs churn would fill that towards every pair, so it is cleared when full."""
+    import hami._core.engine as E
+    from hami._core import Engine, GpuSpec
+    from hami.api.pods import RequestDefaults, parse_pod
+
+    monkeypatch.setattr(E, "SYNTH_MEMO", 2)
+    engine = Engine()
+    engine.upsert_node("n", [GpuSpec(f"GPU-{i}", "NVIDIA A100-SXM4-80GB", E.GpuMode.MIG) for i in range(4)])
+    pod = {"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": [{"name": "c", "resources": {
+        "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10240"}}}]}}
+    request = parse_pod(pod, RequestDefaults())
+    for i in range(8):
+        assert not hasattr(engine.decide_and_reserve(f"a{i}", request, "n"), "message")
+    for i in range(8):
+        engine.release(f"a{i}")  # idle, not reported: the next decisions name them by placement
+    reused = set()
+    for i in range(8):
+        decision = engine.decide_and_reserve(f"b{i}", request, "n")
+        [(_c, pick)] = decision.picks()
+        reused.add((pick.gpu_uuid, pick.start))
+        assert pick.reuse is not None and len(engine._synthesised) <= 2
+    assert len(reused) > 2  # more distinct expected instances than the memo may hold
