@@ -476,7 +476,9 @@ def remove_workdir(path: Path, made: bool) -> None:
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, for the block (main thread only; elsewhere
-    signals cannot be handled and the block runs as it is)."""
+    signals cannot be handled and the block runs as it is). SIGINT does too even when this
+    process started with it ignored (a shell's background job, `cmd &` in a script), where
+    Python installs no Ctrl-C handler and `kill -INT` would be ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -485,7 +487,9 @@ def terminate_as_interrupt():
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

@@ -119,13 +119,17 @@ def test_sim_up_reports_a_work_folder_it_cannot_create(tmp_path: Path) -> None:
     assert "cannot create the work folder" in err.getvalue() and "writable --workdir" in err.getvalue()
 
 
-def test_sim_up_cleans_up_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_sim_up_cleans_up_on_sigterm(tmp_path: Path, stop: signal.Signals) -> None:
     """As a user runs it: a subprocess with a real node agent, stopped by SIGTERM (handled as Ctrl-C
-    is); exit 0, and the work folder it made and the kubelet's socket folder are gone."""
+    is) or by SIGINT although it started with SIGINT ignored (a script's background job, where
+    Python installs no Ctrl-C handler); exit 0, and the work folder it made and the kubelet's
+    socket folder are gone."""
     work = tmp_path / "work"
     process = subprocess.Popen([sys.executable, "-m", "hami.cli", "sim", "up", "--nodes", "(1 x A10)",
                                 "--workdir", str(work)], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = []
         while not lines or not lines[-1].startswith("try:"):
@@ -139,7 +143,7 @@ def test_sim_up_cleans_up_on_sigterm(tmp_path: Path) -> None:
         while "registered with kubelet" not in (agent_log.read_text() if agent_log.exists() else ""):
             assert time.monotonic() < deadline, agent_log.read_text() if agent_log.exists() else "no agent log"
             time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         assert process.wait(30) == 0, process.stderr.read()  # type: ignore[union-attr]
     finally:
         if process.poll() is None:
