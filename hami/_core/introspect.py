@@ -10,7 +10,8 @@ def geometry_slots(engine, gpu_uuid: str) -> list[tuple[str, bool]] | None:
     per instance slot of the earliest allowed geometry (config order) that holds the GPU's
     in-use instances, slots numbered through the geometry flattened in config order (for
     `2g×3 + 1g` the 1g slot is `1g.10gb-3`). None when the GPU is not MIG, its policy has no
-    geometries, or its instances lie inside none of them (adopted layouts)."""
+    geometries, or its instances, idle ones included, lie inside none of them (adopted layouts,
+    or idle instances of another cut next to the one in use)."""
     row = engine._rows.get(gpu_uuid)
     if row is None or engine.state.g_kind[row] != S.MIG:
         return None
@@ -25,9 +26,9 @@ def geometry_slots(engine, gpu_uuid: str) -> list[tuple[str, bool]] | None:
     inuse = int(tb.slotset[inuse_layout])
     idle = int(tb.slotset[int(engine.state.g_idle[row])])
     reals = t.realisations[g]
+    # the realisation must hold the idle instances too: slots of a geometry the GPU is not cut to
+    # would name instances that do not exist (the GPU's real instances are reported instead)
     chosen = next((r for r in reals if (inuse | idle) & ~r == 0), None)
-    if chosen is None:
-        chosen = next((r for r in reals if inuse & ~r == 0), None)
     if chosen is None:
         return None
     out = []

@@ -302,3 +302,29 @@ def test_expected_idle_instances_memo_is_bounded(monkeypatch):
         reused.add((pick.gpu_uuid, pick.start))
         assert pick.reuse is not None and len(engine._synthesised) <= 2
     assert len(reused) > 2  # more distinct expected instances than the memo may hold
+
+
+def test_seed_geometry_slots_never_name_instances_that_do_not_exist():
+    """`nodeGPUMigInstance` in the seed's form lists a geometry's slots. A GPU holding four
+    1g.20gb (one in use) lies in no geometry with its idle ones: its slots would name a 4g.40gb
+    that does not exist, so it reports its real instances instead (the metric's fallback)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from hami._core import Engine, GpuMode, GpuSpec
+    from hami._core.introspect import geometry_slots
+    from hami.api.codecs import InstanceState, Placement, RealisedInstance
+
+    engine = Engine()
+    engine.upsert_node("n", [GpuSpec("GPU-0", "NVIDIA A100-SXM4-80GB", GpuMode.MIG)])
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def inst(profile: str, start: int, size: int, used: bool) -> RealisedInstance:
+        return RealisedInstance("GPU-0", profile, Placement(start, size), start + 1, 0, f"MIG-{uuid.UUID(int=start)}",
+                                InstanceState.IN_USE if used else InstanceState.IDLE, "default/p" if used else None,
+                                None if used else now, "uid-p" if used else None)
+
+    assert not engine.set_realised("n", [inst("1g.20gb", s, 2, s == 4) for s in (0, 2, 4, 6)])
+    assert geometry_slots(engine, "GPU-0") is None
+    assert not engine.set_realised("n", [inst("3g.40gb", 4, 4, True)])  # inside 3g x 2: its slots
+    assert geometry_slots(engine, "GPU-0") == [("3g.40gb-0", False), ("3g.40gb-1", True)]
