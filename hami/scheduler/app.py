@@ -184,7 +184,9 @@ class Scheduler:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("scheduler", help="the scheduler extender, admission webhook and metrics")
+    p = sub.add_parser("scheduler", help="the scheduler extender, admission webhook and metrics",
+                       description="kube-scheduler's extender (filter, prioritize, bind), the admission webhook "
+                                   "and the metrics, over one cache of the cluster (docs/scheduler.md).")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig (default $KUBECONFIG, else in-cluster)")
     p.add_argument("--http-bind", default="127.0.0.1:8080",
                    help="extender and webhook address (default 127.0.0.1:8080; the chart: 0.0.0.0:8443, TLS)")

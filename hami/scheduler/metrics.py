@@ -8,7 +8,7 @@ counters and histograms.
 HAMi v2.9+ names (every sample with `zone="vGPU"`): `hami_gpu_memory_limit_bytes`,
 `hami_gpu_core_limit_ratio`, `hami_gpu_memory_allocated_bytes`, `hami_gpu_shared_count`,
 `hami_gpu_core_allocated_ratio`, `hami_node_gpu_memory_allocated_ratio`,
-`hami_node_gpu_mig_instance_info`. Legacy names (flag `--legacy-metrics`, on by default):
+`hami_node_gpu_mig_instance_info`. Legacy names (on unless `--no-legacy-metrics`):
 `GPUDeviceMemoryLimit`, `GPUDeviceCoreLimit`, `GPUDeviceMemoryAllocated`, `GPUDeviceSharedNum`,
 `GPUDeviceCoreAllocated`, `nodeGPUMemoryPercentage` and `nodeGPUMigInstance` in the seed's form:
 one sample per instance slot of the GPU's current geometry, `migname="<profile>-<slot>"`, 1 when a
